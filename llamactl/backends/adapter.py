@@ -1,0 +1,77 @@
+"""What the rest of llamactl knows about a backend: the ``Backend`` adapter.
+
+Each backend package subclasses ``Backend`` with its own data (executable,
+launchers, readiness probe) and the few behaviours that differ (the model name
+it serves). Everything outside ``llamactl.backends`` goes through this surface
+and never switches on the backend type.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from llamactl.backends.argv_builder import build_arguments
+from llamactl.backends.argv_parser import parse_arguments
+from llamactl.backends.backend_type import BackendType
+from llamactl.backends.cli_spec import CliSpec, load_cli_spec
+from llamactl.backends.launcher import Launcher
+from llamactl.backends.option_input import options_from_mapping
+from llamactl.backends.options_base import BackendOptions
+
+
+class ReadinessProbe(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The request that answers 200 only once the backend can serve its model."""
+
+    path: str
+    method: Literal["GET", "POST"] = "GET"
+    json_body: dict[str, Any] | None = None
+
+
+class Backend(ABC):
+    """A backend's adapter. Subclasses set the class attributes below."""
+
+    type: ClassVar[BackendType]
+    config_key: ClassVar[str]
+    """Name in the config file and the API paths (``llama-cpp``, ``mlx``, ``vllm``)."""
+    program: ClassVar[str]
+    """How people call the server in prose and error messages."""
+    options_type: ClassVar[type[BackendOptions]]
+    spec_path: ClassVar[Path]
+    default_command: ClassVar[str]
+    default_args: ClassVar[tuple[str, ...]] = ()
+    """Arguments placed before the options, such as vLLM's ``serve`` subcommand."""
+    launchers: ClassVar[tuple[Launcher, ...]]
+    readiness_probe: ClassVar[ReadinessProbe] = ReadinessProbe(path="/health")
+
+    @cached_property
+    def spec(self) -> CliSpec:
+        return load_cli_spec(self.spec_path)
+
+    def options_from_arguments(self, arguments: list[str]) -> BackendOptions:
+        """Options from the server's own arguments (no executable, no environment)."""
+        return msgspec.convert(parse_arguments(self.spec, arguments), self.options_type)
+
+    def options_from_json(self, mapping: Mapping[str, Any]) -> BackendOptions:
+        return options_from_mapping(self.spec, self.options_type, mapping)
+
+    def build_arguments(self, options: BackendOptions) -> list[str]:
+        """The server's arguments for these options, without the executable."""
+        return build_arguments(self.spec, options)
+
+    def command_line(self, options: BackendOptions) -> list[str]:
+        """The default executable with its leading arguments and the options."""
+        return [self.default_command, *self.default_args, *self.build_arguments(options)]
+
+    def knows_flag(self, token: str) -> bool:
+        spelling = token.partition("=")[0]
+        return spelling in self.spec.by_spelling or spelling.replace("_", "-") in self.spec.by_spelling
+
+    @abstractmethod
+    def served_model_name(self, options: BackendOptions) -> str | None:
+        """The ``model`` value the backend expects in OpenAI requests, if it cares."""

@@ -1,0 +1,38 @@
+"""Apple MLX's ``mlx_lm.server``."""
+
+from pathlib import Path
+
+from llamactl.backends.adapter import Backend, ReadinessProbe
+from llamactl.backends.backend_type import BackendType
+from llamactl.backends.launcher import Launcher
+from llamactl.backends.mlx_lm.options import MlxLmOptions
+from llamactl.backends.options_base import BackendOptions
+
+# mlx_lm.server names the model it was started with "default_model"; any other
+# name makes it load that model from the Hugging Face hub.
+DEFAULT_MODEL = "default_model"
+
+
+class MlxLmBackend(Backend):
+    type = BackendType.MLX_LM
+    config_key = "mlx"
+    program = "mlx_lm.server"
+    options_type = MlxLmOptions
+    spec_path = Path(__file__).with_name("cli_spec.json")
+    default_command = "mlx_lm.server"
+    launchers = (
+        Launcher(words=("mlx_lm.server",)),
+        Launcher(words=("mlx_lm", "server")),
+        Launcher(words=("mlx_lm.server",), python_module=True),
+        Launcher(words=("mlx_lm", "server"), python_module=True),
+    )
+    # /health answers 200 before the model is loaded; a one-token completion
+    # only succeeds once it is.
+    readiness_probe = ReadinessProbe(
+        path="/v1/completions",
+        method="POST",
+        json_body={"model": DEFAULT_MODEL, "prompt": "ping", "max_tokens": 1},
+    )
+
+    def served_model_name(self, options: BackendOptions) -> str | None:
+        return DEFAULT_MODEL

@@ -1,0 +1,145 @@
+"""Turn a pasted shell command into its environment assignments and argv words.
+
+bashlex parses the text the way bash would, so quoting, escapes and line
+continuations behave as in a terminal. Nothing is ever executed or expanded:
+anything that would need a shell to run (pipes, lists, redirections,
+substitutions, variables) is refused with the construct named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import bashlex
+import bashlex.ast
+import bashlex.errors
+import msgspec
+
+from llamactl.backends.errors import CommandSyntaxError
+
+TYPOGRAPHIC_QUOTES = "\u201c\u201d\u2018\u2019\u201e\u201a\u00ab\u00bb\u2032\u2033"
+
+# A backslash followed only by blanks before the line break was meant as a
+# continuation (editors and web pages strip or add trailing blanks).
+CONTINUATION_WITH_BLANKS = re.compile(r"\\[ \t]+\n")
+
+OPERATOR_NAMES = {
+    ";": "a command separator ';'",
+    "&&": "an '&&' list",
+    "||": "an '||' list",
+    "&": "a background '&'",
+    "|": "a pipe '|'",
+    "|&": "a pipe '|&'",
+}
+
+
+class ShellCommand(msgspec.Struct, frozen=True):
+    """A simple command: ``NAME=value ... word word ...``."""
+
+    environment: dict[str, str]
+    words: list[str]
+
+
+def split_shell_command(text: str) -> ShellCommand:
+    source = _normalise(text)
+    if not source:
+        raise CommandSyntaxError("the command is empty", field="command")
+    for index, char in enumerate(source):
+        if char in TYPOGRAPHIC_QUOTES:
+            raise CommandSyntaxError(
+                f"typographic quote {char!r} at position {index}: the command was probably copied "
+                "from a word processor or chat app; use plain ' or \" quotes",
+                field="command",
+            )
+    try:
+        trees = bashlex.parse(source)
+    except bashlex.errors.ParsingError as error:
+        raise CommandSyntaxError(_describe_parse_error(error), field="command") from None
+    except NotImplementedError as error:
+        raise CommandSyntaxError(f"unsupported shell syntax: {error}", field="command") from None
+    if len(trees) != 1:
+        raise CommandSyntaxError(
+            "the text holds several commands on separate lines; paste one command "
+            "(end a line with '\\' to continue it)",
+            field="command",
+        )
+    return _simple_command(trees[0])
+
+
+def _normalise(text: str) -> str:
+    source = text.replace("\r\n", "\n").replace("\r", "\n")
+    source = CONTINUATION_WITH_BLANKS.sub("\\\n", source).strip()
+    # A continuation with nothing after it ends the command.
+    return source.removesuffix("\\").rstrip()
+
+
+def _describe_parse_error(error: bashlex.errors.ParsingError) -> str:
+    message = str(error.message) if hasattr(error, "message") else str(error)
+    quote = re.search(r"matching ['\"](.)['\"]", message)
+    if quote:
+        return f"unterminated {quote.group(1)} quote: a quoted value is never closed"
+    return f"not a valid shell command: {message}"
+
+
+def _simple_command(tree: bashlex.ast.node) -> ShellCommand:
+    if tree.kind == "pipeline":
+        raise CommandSyntaxError("the command contains a pipe '|': paste only the server command", field="|")
+    if tree.kind == "list":
+        operator = next(part.op for part in tree.parts if part.kind == "operator")
+        raise CommandSyntaxError(
+            f"the command contains {OPERATOR_NAMES.get(operator, repr(operator))}: paste only the server command",
+            field=operator,
+        )
+    if tree.kind != "command":
+        raise CommandSyntaxError(
+            "the command is a compound shell construct (a subshell, group or if/for/while block), "
+            "not a plain command",
+            field=tree.kind,
+        )
+    environment: dict[str, str] = {}
+    words: list[str] = []
+    for part in tree.parts:
+        if part.kind == "redirect":
+            raise CommandSyntaxError(
+                f"the command contains a redirection '{part.type}': llamactl captures the server's "
+                "output in its own log",
+                field=part.type,
+            )
+        _refuse_expansions(part)
+        if part.kind == "assignment" and not words:
+            name, _, value = part.word.partition("=")
+            environment[name] = value
+        else:
+            words.append(_expand_tilde(part))
+    return ShellCommand(environment=environment, words=words)
+
+
+def _refuse_expansions(node: bashlex.ast.node) -> None:
+    for child in getattr(node, "parts", []):
+        if child.kind == "commandsubstitution":
+            form = "backticks `...`" if node.word.lstrip().startswith("`") else "$(...)"
+            raise CommandSyntaxError(
+                f"command substitution {form} in {node.word!r}: llamactl never runs a shell; "
+                "write the value itself",
+                field="command substitution",
+            )
+        if child.kind == "processsubstitution":
+            raise CommandSyntaxError(
+                f"process substitution in {node.word!r}: llamactl never runs a shell",
+                field="process substitution",
+            )
+        if child.kind == "parameter":
+            raise CommandSyntaxError(
+                f"variable expansion ${child.value} in {node.word!r}: llamactl never runs a shell, "
+                "so write the value itself (or set it in the instance's environment)",
+                field="$" + child.value,
+            )
+        _refuse_expansions(child)
+
+
+def _expand_tilde(word_node: bashlex.ast.node) -> str:
+    word: str = word_node.word
+    if any(child.kind == "tilde" for child in getattr(word_node, "parts", [])):
+        return os.path.expanduser(word)
+    return word

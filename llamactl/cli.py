@@ -1,0 +1,114 @@
+"""The ``llamactl`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from llamactl import __version__
+
+BACKEND_NAMES = ("llama-cpp", "mlx", "vllm")
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command_name is None:
+        parser.print_help()
+        return 0
+    handler = {"parse": _parse, "command": _command}[args.command_name]
+    return handler(args)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamactl",
+        description="Control plane for local LLM servers: llama.cpp, MLX and vLLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"llamactl {__version__}")
+    commands = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+
+    parse = commands.add_parser(
+        "parse",
+        help="turn a pasted backend command into instance options (JSON)",
+        description="Print the instance options (backend_type, backend_options, environment) "
+        "of a pasted server command as JSON.",
+    )
+    parse.add_argument("backend", choices=BACKEND_NAMES)
+    parse.add_argument(
+        "words",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND | -",
+        help="the command, as one quoted string or as separate words; - reads it from standard input",
+    )
+
+    command = commands.add_parser(
+        "command",
+        help="print the shell command that instance options build",
+        description="Print the shell command that the options in FILE.json build, quoted to paste "
+        "into a shell. FILE.json holds backend options, or an object with backend_options and "
+        "environment such as `llamactl parse` prints.",
+    )
+    command.add_argument("backend", choices=BACKEND_NAMES)
+    command.add_argument("file", metavar="FILE.json", help="the options file; - reads standard input")
+    return parser
+
+
+def _parse(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from llamactl.backends import BackendInputError, parse_command
+
+    words: list[str] = args.words
+    if words == ["-"]:
+        text = sys.stdin.read()
+    elif len(words) == 1:
+        text = words[0]
+    else:
+        text = shlex.join(words)
+    try:
+        parsed = parse_command(args.backend, text)
+    except BackendInputError as error:
+        return _fail(error.message)
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(parsed), indent=2).decode() + "\n")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from llamactl.backends import BackendInputError, get_backend
+
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as error:
+        return _fail(f"cannot read {args.file}: {error.strerror}")
+    try:
+        document = msgspec.json.decode(raw)
+    except msgspec.DecodeError as error:
+        return _fail(f"{args.file} is not valid JSON: {error}")
+    if not isinstance(document, dict):
+        return _fail(f"{args.file} must hold a JSON object")
+    backend = get_backend(args.backend)
+    options_json = document.get("backend_options", document)
+    environment = document.get("environment", {}) if "backend_options" in document else {}
+    try:
+        options = backend.options_from_json(options_json)
+        words = backend.command_line(options)
+    except BackendInputError as error:
+        return _fail(error.message)
+    assignments = [f"{name}={shlex.quote(str(value))}" for name, value in environment.items()]
+    sys.stdout.write(" ".join([*assignments, shlex.join(words)]) + "\n")
+    return 0
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"llamactl: error: {message}\n")
+    return EXIT_BAD_INPUT
+
+
+def run() -> None:
+    sys.exit(main())
