@@ -60,6 +60,7 @@ class Draft:
     arity: str = "one"
     repeated: bool = False
     positional: bool = False
+    implied: str | None = None
 
     @property
     def main_long(self) -> str:
@@ -72,7 +73,7 @@ def read_go_keys(backend: str) -> dict[str, tuple[str, str]]:
     for line in (HELP_DIR / "go-llamactl-option-keys.tsv").read_text().splitlines():
         if line.startswith("#"):
             continue
-        name, key, go_type, spellings = (line.split("\t") + [""])[:4]
+        name, key, go_type, spellings = [*line.split("\t"), ""][:4]
         if name == backend and key != "extra_args":
             keys[key] = (go_type, spellings)
     return keys
@@ -130,6 +131,8 @@ LLAMA_OVERRIDES: dict[str, dict[str, object]] = {
     "--reverse-prompt": {"repeated": True},
     "--api-key": {"repeated": True},
     "--control-vector-layer-range": {"arity": "two", "kind": "int"},
+    # A switch before b6325; commands written for it still say a bare -fa.
+    "--flash-attn": {"implied": "on"},
     # Fractions, though the metavar is N or P and the Go version lacks them.
     "--spec-draft-p-split": {"kind": "float"},
     "--spec-draft-p-min": {"kind": "float"},
@@ -340,6 +343,7 @@ def finish(drafts: list[Draft], go_keys: dict[str, tuple[str, str]]) -> list[Fla
                 arity=draft.arity,  # type: ignore[arg-type]
                 repeated=draft.repeated,
                 positional=draft.positional,
+                implied=draft.implied,
             )
         )
     return specs
@@ -387,8 +391,15 @@ def options_module(class_name: str, spec: CliSpec, source: str) -> str:
     return "\n".join(header) + "\n" + body + "\n"
 
 
-def write_backend(package: str, class_name: str, source: str, program: str, version: str,
-                  drafts: list[Draft], go_keys: dict[str, tuple[str, str]]) -> None:
+def write_backend(
+    package: str,
+    class_name: str,
+    source: str,
+    program: str,
+    version: str,
+    drafts: list[Draft],
+    go_keys: dict[str, tuple[str, str]],
+) -> None:
     spec = CliSpec(program=program, version=version, flags=tuple(finish(drafts, go_keys)))
     target = BACKENDS_DIR / package
     (target / "cli_spec.json").write_bytes(msgspec.json.format(msgspec.json.encode(spec), indent=1) + b"\n")

@@ -20,10 +20,12 @@ from llamactl.backends.options_base import BackendOptions
 from llamactl.backends.vllm.adapter import VllmBackend
 
 BACKENDS: dict[BackendType, Backend] = {
-    backend.type: backend for backend in (LlamaCppBackend(), MlxLmBackend(), VllmBackend())
+    backend.backend_type: backend for backend in (LlamaCppBackend(), MlxLmBackend(), VllmBackend())
 }
 _BY_NAME: dict[str, Backend] = {
-    name: backend for backend in BACKENDS.values() for name in (backend.type.value, backend.config_key)
+    name: backend
+    for backend in BACKENDS.values()
+    for name in (backend.backend_type.value, backend.config_key)
 }
 
 
@@ -33,7 +35,9 @@ def get_backend(name: str) -> Backend:
         return _BY_NAME[name]
     except KeyError:
         known = ", ".join(sorted(_BY_NAME))
-        raise BackendInputError(f"unknown backend {name!r}; known backends: {known}", field="backend_type") from None
+        raise BackendInputError(
+            f"unknown backend {name!r}; known backends: {known}", field="backend_type"
+        ) from None
 
 
 def parse_command(backend_name: str, text: str) -> ParsedCommand:

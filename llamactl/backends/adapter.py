@@ -36,7 +36,7 @@ class ReadinessProbe(msgspec.Struct, frozen=True, omit_defaults=True):
 class Backend(ABC):
     """A backend's adapter. Subclasses set the class attributes below."""
 
-    type: ClassVar[BackendType]
+    backend_type: ClassVar[BackendType]
     config_key: ClassVar[str]
     """Name in the config file and the API paths (``llama-cpp``, ``mlx``, ``vllm``)."""
     program: ClassVar[str]

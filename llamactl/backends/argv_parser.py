@@ -32,11 +32,14 @@ class _ArgumentReader:
         self.values: dict[str, Any] = {}
         self.extra: list[str] = []
         self.positional_given = False
+        self.options_ended = False
 
     def read(self) -> dict[str, Any]:
         while self.position < len(self.tokens):
             token = self._take()
-            if looks_like_flag(token):
+            if token == "--" and not self.options_ended:
+                self.options_ended = True  # argparse's end of options: what follows is positional
+            elif looks_like_flag(token) and not self.options_ended:
                 self._read_flag(token)
             else:
                 self._read_positional(token)
@@ -60,9 +63,9 @@ class _ArgumentReader:
             return
         flag, truth = target
         if flag.kind == "switch":
-            value = self._switch_value(flag, spelling, truth, inline if has_inline else None)
-            if value or flag.negations:
-                self.values[flag.key] = value
+            switched_on = self._switch_value(flag, spelling, truth, inline if has_inline else None)
+            if switched_on or flag.negations:
+                self.values[flag.key] = switched_on
             else:
                 # A switch with no negative spelling cannot be written as false: false is unset.
                 self.values.pop(flag.key, None)
@@ -88,9 +91,12 @@ class _ArgumentReader:
 
     def _value(self, flag: FlagSpec, spelling: str) -> Any:
         token = self._peek()
+        missing = token is None or (flag.choices and looks_like_flag(token) and token not in flag.choices)
+        if missing and flag.implied is not None:
+            return flag.implied
         if token is None:
             raise OptionValueError(f"{spelling} needs a value ({describe(flag)})", field=flag.key)
-        if flag.choices and looks_like_flag(token) and token not in flag.choices:
+        if missing:
             raise OptionValueError(
                 f"{spelling} needs a value ({describe(flag)}) but is followed by {token!r}",
                 field=flag.key,
@@ -107,7 +113,9 @@ class _ArgumentReader:
                 self.position += 1
             return BOOLEAN_WORDS[word.lower()] == truth
         if inline is not None:
-            raise OptionValueError(f"{spelling} is a switch and takes no value; got {inline!r}", field=flag.key)
+            raise OptionValueError(
+                f"{spelling} is a switch and takes no value; got {inline!r}", field=flag.key
+            )
         return truth
 
     def _optional_value(self, flag: FlagSpec, spelling: str, inline: str | None) -> bool | int | float | str:
@@ -144,7 +152,7 @@ class _ArgumentReader:
         if flag is None:
             raise OptionValueError(
                 f"unexpected argument {token!r}: {self.spec.program} takes no positional arguments "
-                "(is a flag missing before it, e.g. -m for a model?)",
+                f"(for a model file, write --model {token})",
                 field=token,
             )
         if self.positional_given:

@@ -43,6 +43,8 @@ class FlagSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     """The flag may be given several times, each occurrence adding to a list."""
     positional: bool = False
     """The value may also be given as the command's positional argument (vLLM's model)."""
+    implied: str | None = None
+    """The value meant when the flag is given with none: older releases took it as a switch."""
 
     @property
     def is_list(self) -> bool:

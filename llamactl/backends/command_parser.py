@@ -32,8 +32,11 @@ def parse_command(backend: Backend, text: str, all_backends: Sequence[Backend]) 
     shell = split_shell_command(text)
     arguments = _strip_launcher(backend, shell.words, all_backends)
     options = backend.options_from_arguments(arguments)
-    _refuse_foreign_flags(backend, options.extra_args, all_backends)
-    return ParsedCommand(backend_type=backend.type, backend_options=options, environment=shell.environment)
+    if arguments is shell.words:  # no executable to tell the backend
+        _refuse_foreign_flags(backend, options.extra_args, all_backends)
+    return ParsedCommand(
+        backend_type=backend.backend_type, backend_options=options, environment=shell.environment
+    )
 
 
 def _strip_launcher(backend: Backend, words: list[str], all_backends: Sequence[Backend]) -> list[str]:
@@ -47,7 +50,7 @@ def _strip_launcher(backend: Backend, words: list[str], all_backends: Sequence[B
             if candidate is not backend:
                 raise WrongBackendError(
                     f"this is a {candidate.config_key} command ({launcher.describe()}), not a "
-                    f"{backend.config_key} one: create it with backend {candidate.type.value}",
+                    f"{backend.config_key} one: create it with backend {candidate.backend_type.value}",
                     field="command",
                 )
             return words[taken:]
@@ -85,6 +88,6 @@ def _refuse_foreign_flags(backend: Backend, extra_args: list[str], all_backends:
             raise WrongBackendError(
                 f"this looks like a {candidate.config_key} command: {', '.join(unknown)} "
                 f"{'is a flag' if len(unknown) == 1 else 'are flags'} of {candidate.program}, "
-                f"not of {backend.program}; create it with backend {candidate.type.value}",
+                f"not of {backend.program}; create it with backend {candidate.backend_type.value}",
                 field=unknown[0],
             )

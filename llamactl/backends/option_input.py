@@ -93,10 +93,7 @@ def _coerce_scalar(flag: FlagSpec, value: Any) -> Any:
 def _unknown_key_message(spec: CliSpec, name: str) -> str:
     close = difflib.get_close_matches(name.lstrip("-").replace("-", "_"), list(spec.by_key), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return (
-        f"unknown option {name!r} for {spec.program}{hint}; "
-        "put flags llamactl does not know in extra_args"
-    )
+    return f"unknown option {name!r} for {spec.program}{hint}; put flags llamactl does not know in extra_args"
 
 
 def _validation_error(error: msgspec.ValidationError) -> OptionValueError:
@@ -105,5 +102,5 @@ def _validation_error(error: msgspec.ValidationError) -> OptionValueError:
     if match is None:
         return OptionValueError(f"invalid options: {text}")
     key = match.group(1)
-    detail = text[: match.start()]
+    detail = text[: match.start()].replace(" | null", "")  # every option may be null; saying so adds nothing
     return OptionValueError(f"option {key}: {detail}", field=key)

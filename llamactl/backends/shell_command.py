@@ -64,7 +64,7 @@ def split_shell_command(text: str) -> ShellCommand:
             "(end a line with '\\' to continue it)",
             field="command",
         )
-    return _simple_command(trees[0])
+    return _simple_command(trees[0], source)
 
 
 def _normalise(text: str) -> str:
@@ -82,13 +82,14 @@ def _describe_parse_error(error: bashlex.errors.ParsingError) -> str:
     return f"not a valid shell command: {message}"
 
 
-def _simple_command(tree: bashlex.ast.node) -> ShellCommand:
+def _simple_command(tree: bashlex.ast.node, source: str) -> ShellCommand:
     if tree.kind == "pipeline":
         raise CommandSyntaxError("the command contains a pipe '|': paste only the server command", field="|")
     if tree.kind == "list":
         operator = next(part.op for part in tree.parts if part.kind == "operator")
+        construct = OPERATOR_NAMES.get(operator, repr(operator))
         raise CommandSyntaxError(
-            f"the command contains {OPERATOR_NAMES.get(operator, repr(operator))}: paste only the server command",
+            f"the command contains {construct}: paste only the server command",
             field=operator,
         )
     if tree.kind != "command":
@@ -107,12 +108,54 @@ def _simple_command(tree: bashlex.ast.node) -> ShellCommand:
                 field=part.type,
             )
         _refuse_expansions(part)
+        # bashlex's own quote removal mangles mixed quoting (--k='{"a": 1}'),
+        # so the word is unquoted from its source text.
+        word = unquote(source[part.pos[0] : part.pos[1]])
         if part.kind == "assignment" and not words:
-            name, _, value = part.word.partition("=")
+            name, _, value = word.partition("=")
             environment[name] = value
+        elif any(child.kind == "tilde" for child in getattr(part, "parts", [])):
+            words.append(os.path.expanduser(word))
         else:
-            words.append(_expand_tilde(part))
+            words.append(word)
     return ShellCommand(environment=environment, words=words)
+
+
+def unquote(raw: str) -> str:
+    """Bash quote removal for one word: '...' literal, "..." with \\ escaping $ ` " \\, bare \\x."""
+    out: list[str] = []
+    index = 0
+    quote: str | None = None
+    while index < len(raw):
+        char = raw[index]
+        if quote == "'":
+            if char == "'":
+                quote = None
+            else:
+                out.append(char)
+        elif char == "\\" and index + 1 < len(raw):
+            following = raw[index + 1]
+            index += 1
+            if following == "\n":
+                pass  # a line continuation inside a word joins the two halves
+            elif quote is None and following.isalnum():
+                raise CommandSyntaxError(
+                    f"backslash before {following!r} in {raw!r}: the shell drops it, so a Windows "
+                    "path breaks; quote the value or write it with / separators",
+                    field="\\",
+                )
+            elif quote == '"' and following not in '$`"\\':
+                out.append(char + following)
+            else:
+                out.append(following)
+        elif char in "'\"" and quote is None:
+            quote = char
+        elif char == '"' and quote == '"':
+            quote = None
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
 
 
 def _refuse_expansions(node: bashlex.ast.node) -> None:
@@ -136,10 +179,3 @@ def _refuse_expansions(node: bashlex.ast.node) -> None:
                 field="$" + child.value,
             )
         _refuse_expansions(child)
-
-
-def _expand_tilde(word_node: bashlex.ast.node) -> str:
-    word: str = word_node.word
-    if any(child.kind == "tilde" for child in getattr(word_node, "parts", [])):
-        return os.path.expanduser(word)
-    return word

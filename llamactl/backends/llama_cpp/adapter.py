@@ -10,7 +10,7 @@ from llamactl.backends.options_base import BackendOptions
 
 
 class LlamaCppBackend(Backend):
-    type = BackendType.LLAMA_CPP
+    backend_type = BackendType.LLAMA_CPP
     config_key = "llama-cpp"
     program = "llama-server"
     options_type = LlamaCppOptions

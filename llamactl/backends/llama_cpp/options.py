@@ -27,10 +27,10 @@ class LlamaCppOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_u
     ubatch_size: int | None = None
     keep: int | None = None
     swa_full: bool | None = None
-    flash_attn: Literal['on', 'off', 'auto'] | None = None
+    flash_attn: Literal["on", "off", "auto"] | None = None
     perf: bool | None = None
     escape: bool | None = None
-    rope_scaling: Literal['none', 'linear', 'yarn'] | None = None
+    rope_scaling: Literal["none", "linear", "yarn"] | None = None
     rope_scale: float | None = None
     rope_freq_base: float | None = None
     rope_freq_scale: float | None = None
@@ -42,8 +42,12 @@ class LlamaCppOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_u
     kv_offload: bool | None = None
     repack: bool | None = None
     no_host: bool | None = None
-    cache_type_k: Literal['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'iq4_nl', 'q5_0', 'q5_1'] | None = None
-    cache_type_v: Literal['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'iq4_nl', 'q5_0', 'q5_1'] | None = None
+    cache_type_k: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] | None = (
+        None
+    )
+    cache_type_v: Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] | None = (
+        None
+    )
     defrag_thold: float | None = None
     rpc: str | None = None
     mlock: bool | None = None
@@ -56,10 +60,10 @@ class LlamaCppOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_u
     cpu_moe: bool | None = None
     n_cpu_moe: int | None = None
     gpu_layers: int | str | None = None
-    split_mode: Literal['none', 'layer', 'row', 'tensor'] | None = None
+    split_mode: Literal["none", "layer", "row", "tensor"] | None = None
     tensor_split: str | None = None
     main_gpu: int | None = None
-    fit: Literal['on', 'off'] | None = None
+    fit: Literal["on", "off"] | None = None
     fit_target: str | None = None
     fit_ctx: int | None = None
     check_tensors: bool | None = None
@@ -78,14 +82,18 @@ class LlamaCppOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_u
     hf_token: str | None = None
     log_disable: bool | None = None
     log_file: str | None = None
-    log_colors: Literal['on', 'off', 'auto'] | None = None
+    log_colors: Literal["on", "off", "auto"] | None = None
     verbose: bool | None = None
     offline: bool | None = None
     verbosity: int | None = None
     log_prefix: bool | None = None
     log_timestamps: bool | None = None
-    cache_type_k_draft: Literal['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'iq4_nl', 'q5_0', 'q5_1'] | None = None
-    cache_type_v_draft: Literal['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'iq4_nl', 'q5_0', 'q5_1'] | None = None
+    cache_type_k_draft: (
+        Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] | None
+    ) = None
+    cache_type_v_draft: (
+        Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] | None
+    ) = None
     samplers: str | None = None
     seed: int | None = None
     sampling_seq: str | None = None
@@ -173,7 +181,7 @@ class LlamaCppOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_u
     special: bool | None = None
     warmup: bool | None = None
     spm_infill: bool | None = None
-    pooling: Literal['none', 'mean', 'cls', 'last', 'rank'] | None = None
+    pooling: Literal["none", "mean", "cls", "last", "rank"] | None = None
     parallel: int | None = None
     cont_batching: bool | None = None
     mmproj: str | None = None
@@ -227,7 +235,7 @@ class LlamaCppOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_u
     models_autoload: bool | None = None
     jinja: bool | None = None
     reasoning_format: str | None = None
-    reasoning: Literal['on', 'off', 'auto'] | None = None
+    reasoning: Literal["on", "off", "auto"] | None = None
     reasoning_effort: str | None = None
     reasoning_budget: int | None = None
     reasoning_budget_message: str | None = None

@@ -14,7 +14,7 @@ DEFAULT_MODEL = "default_model"
 
 
 class MlxLmBackend(Backend):
-    type = BackendType.MLX_LM
+    backend_type = BackendType.MLX_LM
     config_key = "mlx"
     program = "mlx_lm.server"
     options_type = MlxLmOptions

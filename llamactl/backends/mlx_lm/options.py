@@ -17,7 +17,7 @@ class MlxLmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkn
     draft_model: str | None = None
     num_draft_tokens: int | None = None
     trust_remote_code: bool | None = None
-    log_level: Literal['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
     chat_template: str | None = None
     use_default_chat_template: bool | None = None
     temp: float | None = None

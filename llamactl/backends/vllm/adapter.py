@@ -10,7 +10,7 @@ from llamactl.backends.vllm.options import VllmOptions
 
 
 class VllmBackend(Backend):
-    type = BackendType.VLLM
+    backend_type = BackendType.VLLM
     config_key = "vllm"
     program = "vllm serve"
     options_type = VllmOptions

@@ -15,7 +15,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     grpc: bool | None = None
     lora_modules: list[str] | None = None
     chat_template: str | None = None
-    chat_template_content_format: Literal['auto', 'openai', 'string'] | None = None
+    chat_template_content_format: Literal["auto", "openai", "string"] | None = None
     trust_request_chat_template: bool | None = None
     trust_request_mm_kwargs: bool | None = None
     default_chat_template_kwargs: str | None = None
@@ -26,7 +26,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     exclude_tools_when_tool_choice_none: bool | None = None
     tool_call_parser: str | None = None
     tool_parser_plugin: str | None = None
-    tool_strict_level: Literal['auto', 'function', 'parameter'] | None = None
+    tool_strict_level: Literal["auto", "function", "parameter"] | None = None
     tool_server: str | None = None
     max_log_len: int | None = None
     enable_prompt_tokens_details: bool | None = None
@@ -39,11 +39,13 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     enable_log_deltas: bool | None = None
     cohere_is_reasoning_model: bool | None = None
     cohere_format: str | None = None
-    anthropic_disabled_thinking_effort: Literal['auto', 'high', 'low', 'max', 'medium', 'none', 'xhigh'] | None = None
+    anthropic_disabled_thinking_effort: (
+        Literal["auto", "high", "low", "max", "medium", "none", "xhigh"] | None
+    ) = None
     log_error_stack: bool | None = None
     tokens_only: bool | None = None
     enable_scale_out: bool | None = None
-    fingerprint_mode: Literal['custom', 'full', 'hash', 'none'] | None = None
+    fingerprint_mode: Literal["custom", "full", "hash", "none"] | None = None
     fingerprint_value: str | None = None
     host: str | None = None
     port: int | None = None
@@ -53,7 +55,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     dp_supervisor_probe_timeout_s: float | None = None
     dp_supervisor_probe_failure_threshold: int | None = None
     uds: str | None = None
-    uvicorn_log_level: Literal['critical', 'debug', 'error', 'info', 'trace', 'warning'] | None = None
+    uvicorn_log_level: Literal["critical", "debug", "error", "info", "trace", "warning"] | None = None
     disable_uvicorn_access_log: bool | None = None
     disable_access_log_for_endpoints: str | None = None
     allow_credentials: bool | None = None
@@ -76,12 +78,12 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     enable_offline_docs: bool | None = None
     enable_flash_late_interaction: bool | None = None
     model: str | None = None
-    runner: Literal['auto', 'draft', 'generate', 'pooling'] | None = None
-    convert: Literal['auto', 'classify', 'embed', 'none'] | None = None
+    runner: Literal["auto", "draft", "generate", "pooling"] | None = None
+    convert: Literal["auto", "classify", "embed", "none"] | None = None
     tokenizer: str | None = None
     tokenizer_mode: str | None = None
     trust_remote_code: bool | None = None
-    dtype: Literal['auto', 'bfloat16', 'float', 'float16', 'float32', 'half'] | None = None
+    dtype: Literal["auto", "bfloat16", "float", "float16", "float32", "half"] | None = None
     seed: int | None = None
     hf_config_path: str | None = None
     allowed_local_media_path: str | None = None
@@ -97,7 +99,9 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     enable_return_routed_experts: bool | None = None
     return_sampling_mask: bool | None = None
     max_logprobs: int | None = None
-    logprobs_mode: Literal['processed_logits', 'processed_logprobs', 'raw_logits', 'raw_logprobs'] | None = None
+    logprobs_mode: Literal["processed_logits", "processed_logprobs", "raw_logits", "raw_logprobs"] | None = (
+        None
+    )
     use_fp64_gumbel: bool | None = None
     enable_trace_replay: bool | None = None
     disable_sliding_window: bool | None = None
@@ -124,7 +128,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     renderer_num_workers: int | None = None
     load_format: str | None = None
     download_dir: str | None = None
-    safetensors_load_strategy: Literal['eager', 'lazy', 'prefetch', 'torchao'] | None = None
+    safetensors_load_strategy: Literal["eager", "lazy", "prefetch", "torchao"] | None = None
     safetensors_prefetch_num_threads: int | None = None
     safetensors_prefetch_block_size: int | str | None = None
     model_loader_extra_config: str | None = None
@@ -133,7 +137,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     pt_load_map_location: str | None = None
     attention_backend: str | None = None
     mamba_backend: str | None = None
-    mamba_ssu_algorithm: Literal['auto', 'horizontal', 'simple', 'vertical'] | None = None
+    mamba_ssu_algorithm: Literal["auto", "horizontal", "simple", "vertical"] | None = None
     enable_mamba_cache_stochastic_rounding: bool | None = None
     mamba_cache_philox_rounds: int | None = None
     reasoning_parser: str | None = None
@@ -152,7 +156,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     device_ids: str | None = None
     tensor_parallel_size: int | None = None
     decode_context_parallel_size: int | None = None
-    dcp_comm_backend: Literal['a2a', 'ag_rs'] | None = None
+    dcp_comm_backend: Literal["a2a", "ag_rs"] | None = None
     dcp_q_replicate: bool | None = None
     dcp_kv_cache_interleave_size: int | None = None
     cp_kv_cache_interleave_size: int | None = None
@@ -171,7 +175,24 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     enable_expert_parallel: bool | None = None
     enable_batch_sharded_sampling: bool | None = None
     enable_ep_weight_filter: bool | None = None
-    all2all_backend: Literal['allgather_reducescatter', 'deepep_high_throughput', 'deepep_low_latency', 'deepep_v2', 'flashinfer_all2allv', 'flashinfer_nvlink_one_sided', 'flashinfer_nvlink_two_sided', 'moonep', 'mori_high_throughput', 'mori_low_latency', 'naive', 'nixl_ep', 'pplx'] | None = None
+    all2all_backend: (
+        Literal[
+            "allgather_reducescatter",
+            "deepep_high_throughput",
+            "deepep_low_latency",
+            "deepep_v2",
+            "flashinfer_all2allv",
+            "flashinfer_nvlink_one_sided",
+            "flashinfer_nvlink_two_sided",
+            "moonep",
+            "mori_high_throughput",
+            "mori_low_latency",
+            "naive",
+            "nixl_ep",
+            "pplx",
+        ]
+        | None
+    ) = None
     enable_dbo: bool | None = None
     enable_shm_tensor_arena: bool | None = None
     ubatch_size: int | None = None
@@ -183,7 +204,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     disable_nccl_for_dp_synchronization: bool | None = None
     enable_eplb: bool | None = None
     eplb_config: str | None = None
-    expert_placement_strategy: Literal['linear', 'round_robin'] | None = None
+    expert_placement_strategy: Literal["linear", "round_robin"] | None = None
     max_parallel_loading_workers: int | None = None
     ray_workers_use_nsight: bool | None = None
     disable_custom_all_reduce: bool | None = None
@@ -197,22 +218,22 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     kv_cache_dtype: str | None = None
     num_gpu_blocks_override: int | None = None
     enable_prefix_caching: bool | None = None
-    prefix_caching_hash_algo: Literal['sha256', 'sha256_cbor', 'xxhash', 'xxhash_cbor'] | None = None
+    prefix_caching_hash_algo: Literal["sha256", "sha256_cbor", "xxhash", "xxhash_cbor"] | None = None
     prefix_cache_retention_interval: str | None = None
     kv_cache_dtype_skip_layers: list[str] | None = None
     kv_sharing_fast_prefill: bool | None = None
     swa_bounded_replay: bool | None = None
-    mamba_cache_dtype: Literal['auto', 'bfloat16', 'float16', 'float32'] | None = None
-    mamba_ssm_cache_dtype: Literal['auto', 'bfloat16', 'float16', 'float32'] | None = None
+    mamba_cache_dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
+    mamba_ssm_cache_dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
     mamba_block_size: str | None = None
     prefix_match_unit: str | None = None
-    mamba_cache_mode: Literal['align', 'none'] | None = None
+    mamba_cache_mode: Literal["align", "none"] | None = None
     enable_mamba_shared_prefix_checkpoint: bool | None = None
     replayssm_buffer_len: int | None = None
     use_replayssm: bool | None = None
     kv_offloading_size: str | None = None
-    kv_offloading_backend: Literal['lmcache', 'native'] | None = None
-    offload_backend: Literal['auto', 'prefetch', 'uva'] | None = None
+    kv_offloading_backend: Literal["lmcache", "native"] | None = None
+    offload_backend: Literal["auto", "prefetch", "uva"] | None = None
     cpu_offload_gb: float | None = None
     cpu_offload_params: list[str] | None = None
     offload_group_size: int | None = None
@@ -225,28 +246,28 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     media_io_kwargs: str | None = None
     mm_processor_kwargs: str | None = None
     mm_processor_cache_gb: float | None = None
-    mm_processor_cache_type: Literal['lru', 'shm'] | None = None
-    mm_hasher_algorithm: Literal['blake3', 'sha256', 'sha512'] | None = None
+    mm_processor_cache_type: Literal["lru", "shm"] | None = None
+    mm_hasher_algorithm: Literal["blake3", "sha256", "sha512"] | None = None
     mm_shm_cache_max_object_size_mb: int | None = None
     mm_encoder_only: bool | None = None
-    mm_encoder_tp_mode: Literal['data', 'weights'] | None = None
+    mm_encoder_tp_mode: Literal["data", "weights"] | None = None
     mm_encoder_attn_backend: str | None = None
-    mm_encoder_attn_dtype: Literal['fp8'] | None = None
+    mm_encoder_attn_dtype: Literal["fp8"] | None = None
     mm_encoder_fp8_scale_path: str | None = None
     mm_encoder_fp8_scale_save_path: str | None = None
     mm_encoder_fp8_scale_save_margin: float | None = None
     interleave_mm_strings: bool | None = None
     skip_mm_profiling: bool | None = None
     video_pruning_rate: str | None = None
-    video_pruning_method: Literal['evs', 'vidcom2'] | None = None
-    mm_tensor_ipc: Literal['direct_rpc', 'torch_shm'] | None = None
-    mm_processor_device: Literal['auto', 'cpu'] | None = None
+    video_pruning_method: Literal["evs", "vidcom2"] | None = None
+    mm_tensor_ipc: Literal["direct_rpc", "torch_shm"] | None = None
+    mm_processor_device: Literal["auto", "cpu"] | None = None
     mm_ipc_gpu_memory_gb: float | None = None
     mm_device_do_normalize: bool | None = None
     enable_lora: bool | None = None
     max_loras: int | None = None
     max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] | None = None
-    lora_dtype: Literal['auto', 'bfloat16', 'float16'] | None = None
+    lora_dtype: Literal["auto", "bfloat16", "float16"] | None = None
     enable_tower_connector_lora: bool | None = None
     max_cpu_loras: str | None = None
     fully_sharded_loras: bool | None = None
@@ -257,12 +278,12 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     enable_moe_shared_loras: bool | None = None
     max_lora_cls_labels: str | None = None
     logging_config: str | None = None
-    log_level: Literal['CRITICAL', 'ERROR', 'WARNING', 'INFO', 'DEBUG', 'NOTSET'] | None = None
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"] | None = None
     log_config_file: str | None = None
     show_hidden_metrics_for_version: str | None = None
     otlp_traces_endpoint: str | None = None
-    collect_detailed_traces: list[Literal['all', 'model', 'worker']] | None = None
-    per_request_spec_decode_metrics: Literal['detailed', 'none', 'summary'] | None = None
+    collect_detailed_traces: list[Literal["all", "model", "worker"]] | None = None
+    per_request_spec_decode_metrics: Literal["detailed", "none", "summary"] | None = None
     kv_cache_metrics: bool | None = None
     kv_cache_metrics_sample: float | None = None
     custom_histogram_buckets: str | None = None
@@ -270,7 +291,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     enable_layerwise_nvtx_tracing: bool | None = None
     enable_mfu_metrics: bool | None = None
     enable_logging_iteration_details: bool | None = None
-    jit_monitor_mode: Literal['error', 'warn'] | None = None
+    jit_monitor_mode: Literal["error", "warn"] | None = None
     jit_monitor_verbose: bool | None = None
     max_num_batched_tokens: int | str | None = None
     max_num_scheduled_tokens: str | None = None
@@ -280,7 +301,7 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     max_num_queued_tokens: str | None = None
     long_prefill_token_threshold: int | None = None
     long_prefill_token_threshold_adaptive: bool | None = None
-    scheduling_policy: Literal['fcfs', 'priority'] | None = None
+    scheduling_policy: Literal["fcfs", "priority"] | None = None
     enable_chunked_prefill: bool | None = None
     disable_chunked_mm_input: bool | None = None
     scheduler_cls: str | None = None
@@ -295,11 +316,109 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     ir_op_priority: str | None = None
     enable_flashinfer_autotune: bool | None = None
     monokernel: bool | None = None
-    moe_backend: Literal['aiter', 'aiter_mega_moe', 'aiter_triton_mxfp4_bf16', 'aiter_triton_mxfp4_mxfp4', 'auto', 'b12x', 'batched_triton', 'cutlass', 'deep_gemm', 'deep_gemm_mega_moe', 'emulation', 'flashinfer_b12x', 'flashinfer_cutedsl', 'flashinfer_cutlass', 'flashinfer_moe_ep_cutedsl', 'flashinfer_moe_ep_mega_deep_gemm', 'flashinfer_trtllm', 'flydsl', 'hpc', 'humming', 'marlin', 'rdna3', 'triton', 'triton_unfused'] | None = None
-    linear_backend: Literal['aiter', 'auto', 'b12x', 'conch', 'cutlass', 'deep_gemm', 'emulation', 'exllama', 'fbgemm', 'flashinfer_b12x', 'flashinfer_cudnn', 'flashinfer_cutedsl', 'flashinfer_cutlass', 'flashinfer_trtllm', 'humming', 'machete', 'marlin', 'torch', 'triton', 'xpu', 'xpu_woq'] | None = None
-    sparse_indexer_topk_backend: Literal['aiter', 'auto', 'cooperative', 'deep_select', 'flashinfer', 'per_row', 'persistent', 'torch'] | None = None
+    moe_backend: (
+        Literal[
+            "aiter",
+            "aiter_mega_moe",
+            "aiter_triton_mxfp4_bf16",
+            "aiter_triton_mxfp4_mxfp4",
+            "auto",
+            "b12x",
+            "batched_triton",
+            "cutlass",
+            "deep_gemm",
+            "deep_gemm_mega_moe",
+            "emulation",
+            "flashinfer_b12x",
+            "flashinfer_cutedsl",
+            "flashinfer_cutlass",
+            "flashinfer_moe_ep_cutedsl",
+            "flashinfer_moe_ep_mega_deep_gemm",
+            "flashinfer_trtllm",
+            "flydsl",
+            "hpc",
+            "humming",
+            "marlin",
+            "rdna3",
+            "triton",
+            "triton_unfused",
+        ]
+        | None
+    ) = None
+    linear_backend: (
+        Literal[
+            "aiter",
+            "auto",
+            "b12x",
+            "conch",
+            "cutlass",
+            "deep_gemm",
+            "emulation",
+            "exllama",
+            "fbgemm",
+            "flashinfer_b12x",
+            "flashinfer_cudnn",
+            "flashinfer_cutedsl",
+            "flashinfer_cutlass",
+            "flashinfer_trtllm",
+            "humming",
+            "machete",
+            "marlin",
+            "torch",
+            "triton",
+            "xpu",
+            "xpu_woq",
+        ]
+        | None
+    ) = None
+    sparse_indexer_topk_backend: (
+        Literal["aiter", "auto", "cooperative", "deep_select", "flashinfer", "per_row", "persistent", "torch"]
+        | None
+    ) = None
     speculative_config: str | None = None
-    spec_method: Literal['bailing_hybrid_mtp', 'bailing_hybrid_v3_mtp', 'custom_class', 'deepseek_mtp', 'dflash', 'dots3_note_mtp', 'draft_model', 'dspark', 'eagle', 'eagle3', 'ernie_mtp', 'exaone4_5_mtp', 'exaone_moe_mtp', 'extract_hidden_states', 'gemma4_mtp', 'glm4_moe_lite_mtp', 'glm4_moe_mtp', 'glm5_next_mtp', 'glm_ocr_mtp', 'hy_v3_mtp', 'hy_v4_mtp', 'inkling_mtp', 'kimi_k3_mtp', 'longcat_flash_mtp', 'mimo_mtp', 'mimo_v2_mtp', 'minimax_m3_mtp', 'mtp', 'nemotron_h_mtp', 'ngram', 'ngram_gpu', 'pangu_ultra_moe_mtp', 'qwen3_5_mtp', 'qwen3_next_mtp', 'qwen4_exp_mtp', 'step3p5_mtp', 'step5_mtp', 'suffix'] | None = None
+    spec_method: (
+        Literal[
+            "bailing_hybrid_mtp",
+            "bailing_hybrid_v3_mtp",
+            "custom_class",
+            "deepseek_mtp",
+            "dflash",
+            "dots3_note_mtp",
+            "draft_model",
+            "dspark",
+            "eagle",
+            "eagle3",
+            "ernie_mtp",
+            "exaone4_5_mtp",
+            "exaone_moe_mtp",
+            "extract_hidden_states",
+            "gemma4_mtp",
+            "glm4_moe_lite_mtp",
+            "glm4_moe_mtp",
+            "glm5_next_mtp",
+            "glm_ocr_mtp",
+            "hy_v3_mtp",
+            "hy_v4_mtp",
+            "inkling_mtp",
+            "kimi_k3_mtp",
+            "longcat_flash_mtp",
+            "mimo_mtp",
+            "mimo_v2_mtp",
+            "minimax_m3_mtp",
+            "mtp",
+            "nemotron_h_mtp",
+            "ngram",
+            "ngram_gpu",
+            "pangu_ultra_moe_mtp",
+            "qwen3_5_mtp",
+            "qwen3_next_mtp",
+            "qwen4_exp_mtp",
+            "step3p5_mtp",
+            "step5_mtp",
+            "suffix",
+        ]
+        | None
+    ) = None
     spec_model: str | None = None
     spec_tokens: int | None = None
     watermark_config: str | None = None
@@ -319,13 +438,13 @@ class VllmOptions(BackendOptions, kw_only=True, omit_defaults=True, forbid_unkno
     profiler_config: str | None = None
     watchdog_config: str | None = None
     optimization_level: str | None = None
-    performance_mode: Literal['balanced', 'interactivity', 'throughput'] | None = None
+    performance_mode: Literal["balanced", "interactivity", "throughput"] | None = None
     weight_transfer_config: str | None = None
     disable_log_stats: bool | None = None
     aggregate_engine_logging: bool | None = None
     fail_on_environ_validation: bool | None = None
     shutdown_timeout: int | None = None
-    gdn_prefill_backend: Literal['flashinfer', 'triton', 'cutedsl', 'aiter_flydsl', 'sycl'] | None = None
-    kda_prefill_backend: Literal['auto', 'triton', 'flashkda', 'flashinfer', 'fused'] | None = None
-    kda_decode_backend: Literal['auto', 'native', 'flashinfer', 'triton'] | None = None
+    gdn_prefill_backend: Literal["flashinfer", "triton", "cutedsl", "aiter_flydsl", "sycl"] | None = None
+    kda_prefill_backend: Literal["auto", "triton", "flashkda", "flashinfer", "fused"] | None = None
+    kda_decode_backend: Literal["auto", "native", "flashinfer", "triton"] | None = None
     enable_log_requests: bool | None = None

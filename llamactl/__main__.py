@@ -1,0 +1,3 @@
+from llamactl.cli import run
+
+run()

@@ -1,0 +1,77 @@
+"""Pasted text becomes environment + words exactly as bash would split it, and nothing runs."""
+
+import pytest
+
+from llamactl.backends.errors import CommandSyntaxError
+from llamactl.backends.shell_command import split_shell_command
+
+
+@pytest.mark.parametrize(
+    ("text", "environment", "words"),
+    [
+        ("llama-server -m a.gguf", {}, ["llama-server", "-m", "a.gguf"]),
+        (
+            "CUDA_VISIBLE_DEVICES=0,1 HF_HOME=/x llama-server -m a",
+            {"CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/x"},
+            ["llama-server", "-m", "a"],
+        ),
+        ('A="x y" b', {"A": "x y"}, ["b"]),
+        ("b -m 'my model.gguf'", {}, ["b", "-m", "my model.gguf"]),
+        ('b -m "my model.gguf"', {}, ["b", "-m", "my model.gguf"]),
+        (r"b -m my\ model.gguf", {}, ["b", "-m", "my model.gguf"]),
+        (r'b --x "say \"hi\""', {}, ["b", "--x", 'say "hi"']),
+        ("b --k='{\"a\": 1}'", {}, ["b", '--k={"a": 1}']),
+        ('b "x"\'y\'z a"b c"d', {}, ["b", "xyz", "ab cd"]),
+        ('b "a\\\\b" "a\\b" \'a\\b\'', {}, ["b", "a\\b", "a\\b", "a\\b"]),
+        ("b \\\n  -c 1 \\\n  -n 2", {}, ["b", "-c", "1", "-n", "2"]),
+        ("b \\\r\n  -c 1 \\\r\n  -n 2\r\n", {}, ["b", "-c", "1", "-n", "2"]),
+        # A continuation backslash with trailing blanks, and one ending the text.
+        ("b \\  \n  -c 1 \\", {}, ["b", "-c", "1"]),
+        ("b --seed -1", {}, ["b", "--seed", "-1"]),
+        ("b 'single $HOME'", {}, ["b", "single $HOME"]),
+        ("b *.gguf", {}, ["b", "*.gguf"]),
+        ("b X=1", {}, ["b", "X=1"]),
+        ("   b   # a comment", {}, ["b"]),
+    ],
+)
+def test_splits_like_bash(text: str, environment: dict[str, str], words: list[str]) -> None:
+    command = split_shell_command(text)
+    assert (command.environment, command.words) == (environment, words)
+
+
+def test_tilde_is_the_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/ada")
+    assert split_shell_command("b -m ~/models/a.gguf").words == ["b", "-m", "/home/ada/models/a.gguf"]
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("", "empty"),
+        (" \n \\\n ", "empty"),
+        ('b -m "a.gguf', 'unterminated " quote'),
+        ("b -m 'a.gguf", "unterminated ' quote"),
+        ("b -m \u201ca.gguf\u201d", "typographic quote"),
+        ("b -m \u2018a\u2019", "typographic quote"),
+        ("b | tee log", "pipe '|'"),
+        ("b; c", "separator ';'"),
+        ("b && c", "'&&'"),
+        ("b || c", "'||'"),
+        ("b &", "background '&'"),
+        ("b > log", "redirection '>'"),
+        ("b 2>&1", "redirection '>&'"),
+        ("b < in", "redirection '<'"),
+        ("b -m $(ls *.gguf)", "command substitution $(...)"),
+        ("b -m `ls`", "command substitution backticks"),
+        ("b -m <(cat x)", "process substitution"),
+        ("b -m $MODEL", "variable expansion $MODEL"),
+        ("b -m ${MODEL:-x}", "variable expansion"),
+        ('b -m "$HOME/a"', "variable expansion $HOME"),
+        ("(b -m a)", "subshell"),
+        ("if true; then b; fi", "if/for/while"),
+        ("b -m a\nc -m d", "several commands"),
+    ],
+)
+def test_refuses_what_needs_a_shell_and_names_it(text: str, names: str) -> None:
+    with pytest.raises(CommandSyntaxError, match=r"(?s).*" + __import__("re").escape(names)):
+        split_shell_command(text)
