@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
-import bashlex
-import bashlex.ast
-import bashlex.errors
 import msgspec
 
 from llamactl.backends.errors import CommandSyntaxError
@@ -34,6 +32,12 @@ OPERATOR_NAMES = {
 }
 
 
+# Text made only of these characters has no quoting, expansion or operator:
+# bash splits it at blanks and nothing else, so it needs no parser.
+PLAIN_TEXT = re.compile(r"[A-Za-z0-9_./:=,@%+\- \t]*")
+ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
 class ShellCommand(msgspec.Struct, frozen=True):
     """A simple command: ``NAME=value ... word word ...``."""
 
@@ -52,6 +56,13 @@ def split_shell_command(text: str) -> ShellCommand:
                 "from a word processor or chat app; use plain ' or \" quotes",
                 field="command",
             )
+    if PLAIN_TEXT.fullmatch(source.replace("\\\n", " ")):
+        return _split_plain(source.replace("\\\n", " "))
+    # bashlex builds its parser tables when imported (~0.2 s), so only commands
+    # that need it pay for it.
+    import bashlex
+    import bashlex.errors
+
     try:
         trees = bashlex.parse(source)
     except bashlex.errors.ParsingError as error:
@@ -67,6 +78,18 @@ def split_shell_command(text: str) -> ShellCommand:
     return _simple_command(trees[0], source)
 
 
+def _split_plain(source: str) -> ShellCommand:
+    environment: dict[str, str] = {}
+    words: list[str] = []
+    for word in source.split():
+        assignment = ASSIGNMENT.fullmatch(word)
+        if assignment and not words:
+            environment[assignment.group(1)] = assignment.group(2)
+        else:
+            words.append(word)
+    return ShellCommand(environment=environment, words=words)
+
+
 def _normalise(text: str) -> str:
     source = text.replace("\r\n", "\n").replace("\r", "\n")
     source = CONTINUATION_WITH_BLANKS.sub("\\\n", source).strip()
@@ -74,7 +97,7 @@ def _normalise(text: str) -> str:
     return source.removesuffix("\\").rstrip()
 
 
-def _describe_parse_error(error: bashlex.errors.ParsingError) -> str:
+def _describe_parse_error(error: Exception) -> str:
     message = str(error.message) if hasattr(error, "message") else str(error)
     quote = re.search(r"matching ['\"](.)['\"]", message)
     if quote:
@@ -82,7 +105,7 @@ def _describe_parse_error(error: bashlex.errors.ParsingError) -> str:
     return f"not a valid shell command: {message}"
 
 
-def _simple_command(tree: bashlex.ast.node, source: str) -> ShellCommand:
+def _simple_command(tree: Any, source: str) -> ShellCommand:
     if tree.kind == "pipeline":
         raise CommandSyntaxError("the command contains a pipe '|': paste only the server command", field="|")
     if tree.kind == "list":
@@ -158,7 +181,7 @@ def unquote(raw: str) -> str:
     return "".join(out)
 
 
-def _refuse_expansions(node: bashlex.ast.node) -> None:
+def _refuse_expansions(node: Any) -> None:
     for child in getattr(node, "parts", []):
         if child.kind == "commandsubstitution":
             form = "backticks `...`" if node.word.lstrip().startswith("`") else "$(...)"

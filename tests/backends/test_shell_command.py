@@ -1,6 +1,10 @@
 """Pasted text becomes environment + words exactly as bash would split it, and nothing runs."""
 
+import string
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llamactl.backends.errors import CommandSyntaxError
 from llamactl.backends.shell_command import split_shell_command
@@ -75,3 +79,16 @@ def test_tilde_is_the_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_refuses_what_needs_a_shell_and_names_it(text: str, names: str) -> None:
     with pytest.raises(CommandSyntaxError, match=r"(?s).*" + __import__("re").escape(names)):
         split_shell_command(text)
+
+
+PLAIN_WORD = st.text(alphabet=string.ascii_letters + string.digits + "_./:=,@%+-", min_size=1, max_size=10)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(PLAIN_WORD, min_size=1, max_size=8), st.sampled_from([" ", "  ", " \\\n  ", "\t"]))
+def test_plain_commands_split_as_bashlex_splits_them(words: list[str], blank: str) -> None:
+    # Plain text skips the parser (see PLAIN_TEXT); a quote at the end sends the same words through it.
+    text = blank.join(words)
+    plain = split_shell_command(text)
+    parsed = split_shell_command(text + " ''")
+    assert (plain.environment, [*plain.words, ""]) == (parsed.environment, parsed.words)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs (real backends included) and run it, with the linters.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+.venv/bin/ruff check llamactl tests tools bench
+.venv/bin/ruff format --check llamactl tests tools bench
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
