@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llamactl.backends.cli_spec import CliSpec, FlagSpec, ValueKind  # noqa: E402
+from llamactl.backends.cli_spec import Arity, CliSpec, FlagSpec, ValueKind  # noqa: E402
 
 HELP_DIR = ROOT / "tools" / "cli_help"
 BACKENDS_DIR = ROOT / "llamactl" / "backends"
@@ -57,7 +58,7 @@ class Draft:
     description: str = ""
     kind: ValueKind | None = None
     choices: list[str] = field(default_factory=list)
-    arity: str = "one"
+    arity: Arity = "one"
     repeated: bool = False
     positional: bool = False
     implied: str | None = None
@@ -87,9 +88,9 @@ def go_key_for(draft: Draft, go_keys: dict[str, tuple[str, str]]) -> str | None:
     """The Go llamactl's key for this flag, if it has one (positive spellings only)."""
     positives = set(draft.spellings)
     for key, (_, noted) in go_keys.items():
-        candidates = {"--" + key.replace("_", "-"), "-" + key.replace("_", "-")}
-        candidates |= set(re.findall(r"-{1,2}[\w.-]+", noted))
-        if "--" + key.replace("_", "-") in positives or (noted and positives & candidates):
+        # the key as a long flag, or a spelling the Go source notes beside the field
+        spellings = {"--" + key.replace("_", "-"), *re.findall(r"-{1,2}[\w.-]+", noted)}
+        if positives & spellings:
             return key
     return None
 
@@ -252,7 +253,7 @@ def vllm_specs() -> tuple[str, str, list[Draft], dict[str, tuple[str, str]]]:
         else:
             draft.kind = VLLM_TYPE_KIND.get(type_name, "str")
         draft.repeated = action == "_AppendAction"
-        draft.arity = {"+": "many", "?": "optional"}.get(nargs, "one")
+        draft.arity = "many" if nargs == "+" else "optional" if nargs == "?" else "one"
         if choices:
             if len(choices) >= VLLM_CHOICES_COLUMN_LIMIT:
                 choices = ",".join(vllm_help_choices(help_text, spellings[0]))
@@ -340,7 +341,7 @@ def finish(drafts: list[Draft], go_keys: dict[str, tuple[str, str]]) -> list[Fla
                 kind=draft.kind,
                 negations=tuple(draft.negations),
                 choices=tuple(draft.choices),
-                arity=draft.arity,  # type: ignore[arg-type]
+                arity=draft.arity,
                 repeated=draft.repeated,
                 positional=draft.positional,
                 implied=draft.implied,
@@ -404,6 +405,10 @@ def write_backend(
     target = BACKENDS_DIR / package
     (target / "cli_spec.json").write_bytes(msgspec.json.format(msgspec.json.encode(spec), indent=1) + b"\n")
     (target / "options.py").write_text(options_module(class_name, spec, source))
+    # The project's formatter lays out the generated module like the code written by hand.
+    subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--quiet", str(target / "options.py")], check=True
+    )
     print(f"{package}: {len(spec.flags)} flags")
 
 
