@@ -1,0 +1,54 @@
+"""What the rest of llamactl asks each backend adapter."""
+
+import pytest
+
+from llamactl.backends import BACKENDS, BackendType, get_backend
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "argv"),
+    [
+        (
+            "llama-cpp",
+            {"model": "m.gguf", "port": 8081},
+            ["llama-server", "--model", "m.gguf", "--port", "8081"],
+        ),
+        ("vllm", {"model": "org/m", "port": 8081}, ["vllm", "serve", "org/m", "--port", "8081"]),
+        ("mlx", {"model": "/m", "port": 8081}, ["mlx_lm.server", "--model", "/m", "--port", "8081"]),
+    ],
+)
+def test_command_line_has_the_default_executable_and_subcommand(
+    backend: str, options: dict[str, object], argv: list[str]
+) -> None:
+    adapter = get_backend(backend)
+    assert adapter.command_line(adapter.options_from_json(options)) == argv
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "model"),
+    [
+        ("llama-cpp", {"model": "/m/q.gguf"}, "/m/q.gguf"),
+        ("llama-cpp", {"model": "/m/q.gguf", "alias": "qwen,q"}, "qwen"),
+        ("vllm", {"model": "org/m"}, "org/m"),
+        ("vllm", {"model": "org/m", "served_model_name": ["chat", "other"]}, "chat"),
+        ("mlx", {"model": "/m"}, "default_model"),
+    ],
+)
+def test_served_model_name(backend: str, options: dict[str, object], model: str) -> None:
+    adapter = get_backend(backend)
+    assert adapter.served_model_name(adapter.options_from_json(options)) == model
+
+
+def test_readiness_probes() -> None:
+    assert BACKENDS[BackendType.LLAMA_CPP].readiness_probe.path == "/health"
+    assert BACKENDS[BackendType.VLLM].readiness_probe.path == "/health"
+    # mlx_lm.server's /health is 200 before its model loads: readiness needs a real completion.
+    mlx = BACKENDS[BackendType.MLX_LM].readiness_probe
+    assert (mlx.method, mlx.path) == ("POST", "/v1/completions")
+
+
+def test_registry_by_type_and_config_name() -> None:
+    for backend_type, adapter in BACKENDS.items():
+        assert get_backend(backend_type.value) is adapter
+        assert get_backend(adapter.config_key) is adapter
+    assert [b.config_key for b in BACKENDS.values()] == ["llama-cpp", "mlx", "vllm"]
