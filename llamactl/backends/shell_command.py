@@ -1,7 +1,8 @@
 """Turn a pasted shell command into its environment assignments and argv words.
 
 bashlex parses the text the way bash would, so quoting, escapes and line
-continuations behave as in a terminal. Nothing is ever executed or expanded:
+continuations behave as in a terminal; text of plain words only, which bash
+would just split at blanks, is split without it. Nothing is ever executed or expanded:
 anything that would need a shell to run (pipes, lists, redirections,
 substitutions, variables) is refused with the construct named.
 """
@@ -56,8 +57,9 @@ def split_shell_command(text: str) -> ShellCommand:
                 "from a word processor or chat app; use plain ' or \" quotes",
                 field="command",
             )
-    if PLAIN_TEXT.fullmatch(source.replace("\\\n", " ")):
-        return _split_plain(source.replace("\\\n", " "))
+    joined = source.replace("\\\n", " ")
+    if PLAIN_TEXT.fullmatch(joined):
+        return _split_plain(joined)
     # bashlex builds its parser tables when imported (~0.2 s), so only commands
     # that need it pay for it.
     import bashlex
