@@ -64,6 +64,10 @@ class Backend(ABC):
         """The server's arguments for these options, without the executable."""
         return build_arguments(self.spec, options)
 
+    def build_docker_arguments(self, options: BackendOptions) -> list[str]:
+        """The arguments after the image in ``docker run`` (the image's entrypoint is the server)."""
+        return self.build_arguments(options)
+
     def command_line(self, options: BackendOptions) -> list[str]:
         """The default executable with its leading arguments and the options."""
         return [self.default_command, *self.default_args, *self.build_arguments(options)]

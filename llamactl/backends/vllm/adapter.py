@@ -24,6 +24,13 @@ class VllmBackend(Backend):
         Launcher(words=("vllm.entrypoints.cli.main", "serve"), python_module=True),
     )
 
+    def build_docker_arguments(self, options: BackendOptions) -> list[str]:
+        # The vllm-openai image runs the API server module, which takes the model as --model.
+        arguments = self.build_arguments(options)
+        if isinstance(options, VllmOptions) and options.model is not None:
+            return ["--model", *arguments]
+        return arguments
+
     def served_model_name(self, options: BackendOptions) -> str | None:
         # vLLM answers only to its first --served-model-name, else to the model it loaded.
         assert isinstance(options, VllmOptions)

@@ -1,0 +1,45 @@
+"""Wait until a starting backend answers its readiness probe, or fails trying."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from llamactl.backends import ReadinessProbe
+from llamactl.instance.errors import StartFailed, StartTimedOut
+
+FIRST_POLL_DELAY = 0.02
+MAX_POLL_DELAY = 0.25
+REQUEST_TIMEOUT = 5.0
+
+
+async def wait_until_ready(
+    probe: ReadinessProbe, base_url: str, exited: asyncio.Future[int], deadline: float, name: str
+) -> None:
+    """Poll fast, backing off, until the probe answers 200.
+
+    Every wait races the process's exit, so a backend that dies while loading
+    fails the start at once instead of at the deadline.
+    """
+    delay = FIRST_POLL_DELAY
+    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT) as client:
+        while True:
+            if exited.done():
+                raise StartFailed(f"{name} exited with code {exited.result()} while starting")
+            if await _probe_passes(client, probe):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartTimedOut(f"{name} did not become ready in time")
+            await asyncio.wait([exited], timeout=min(delay, remaining))
+            delay = min(delay * 2, MAX_POLL_DELAY)
+
+
+async def _probe_passes(client: httpx.AsyncClient, probe: ReadinessProbe) -> bool:
+    try:
+        response = await client.request(probe.method, probe.path, json=probe.json_body)
+    except httpx.HTTPError:
+        return False  # not listening yet, or reset while loading
+    return response.status_code == 200

@@ -1,0 +1,63 @@
+"""Run one backend and take it down when llamactl dies, even by SIGKILL.
+
+    python -I watchdog.py GRACE_SECONDS -- ARGV...
+
+llamactl starts this script as the leader of a new process group, with a pipe
+on its standard input that llamactl never writes to. The script starts the
+backend in the same group and waits. When llamactl exits for any reason, the
+kernel closes the pipe; the script reads EOF and stops the whole group
+(SIGTERM, then SIGKILL after the grace period). No code of llamactl has to
+run for that, which is the point.
+
+It exits with the backend's exit code (128 + N for a signal N). Standard
+library only, and nothing imported from llamactl: it must start fast and run
+under any interpreter.
+"""
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+
+def stop_group(grace: float) -> None:
+    """SIGTERM the group (the backend and its children), SIGKILL what is left after the grace."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group signal also reaches this process
+    os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        time.sleep(0.05)
+    os.killpg(0, signal.SIGKILL)
+
+
+def main() -> int:
+    grace = float(sys.argv[1])
+    argv = sys.argv[sys.argv.index("--") + 1 :]
+    # When llamactl signals the group, the backend gets the signal too; this
+    # process stays to report the backend's exit code.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        backend = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    except OSError as error:
+        print(f"llamactl: cannot start {argv[0]}: {error.strerror}", file=sys.stderr, flush=True)
+        return 127
+    watch = selectors.DefaultSelector()
+    watch.register(sys.stdin, selectors.EVENT_READ)
+    while backend.poll() is None:
+        if watch.select(timeout=0.2) and not os.read(sys.stdin.fileno(), 1):
+            stop_group(grace)  # llamactl is gone
+            backend.wait()
+            break
+    code = backend.returncode
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

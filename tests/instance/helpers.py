@@ -1,0 +1,82 @@
+"""Building blocks for lifecycle tests: a manager over the stand-in backend, and leak checks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from llamactl.backends import BackendType
+from llamactl.instance.launch import BackendSettings
+from llamactl.instance.manager import InstanceManager, ManagerSettings
+from llamactl.instance.options import InstanceOptions
+from llamactl.instance.scheduling import CapacityLimits
+from llamactl.instance.store import InstanceStore
+
+STANDIN = Path(__file__).resolve().parents[1] / "standin_backend.py"
+
+
+def settings(tmp_path: Path, **overrides: Any) -> ManagerSettings:
+    standin = BackendSettings(command=sys.executable, args=[str(STANDIN)])
+    base = ManagerSettings(
+        port_range=(18000, 18999),
+        max_instances=-1,
+        limits=CapacityLimits(max_running=-1, group_limits={}, lru_eviction=True),
+        default_auto_restart=True,
+        default_max_restarts=3,
+        default_restart_delay=0.05,
+        default_on_demand_start=True,
+        default_idle_timeout=30,
+        start_timeout=10.0,
+        idle_check_interval=3600.0,
+        logs_dir=tmp_path / "logs",
+        log_max_bytes=1_000_000,
+        log_backups=2,
+        backends={backend_type: standin for backend_type in BackendType},
+        stop_grace=2.0,
+        drain_timeout=2.0,
+    )
+    return msgspec.structs.replace(base, **overrides)
+
+
+def manager(tmp_path: Path, clock: Any = None, **overrides: Any) -> InstanceManager:
+    store = InstanceStore(tmp_path / "llamactl.db")
+    if clock is None:
+        return InstanceManager(settings(tmp_path, **overrides), store)
+    return InstanceManager(settings(tmp_path, **overrides), store, clock=clock)
+
+
+def standin_options(pids: Path, faults: str = "", **instance_options: Any) -> InstanceOptions:
+    """A llama.cpp instance served by the stand-in, recording its PIDs in ``pids``."""
+    return msgspec.convert(
+        {
+            "backend_type": "llama_cpp",
+            "backend_options": {"model": "/models/tiny.gguf", "alias": "tiny"},
+            "environment": {"STANDIN_PIDS": str(pids), "STANDIN_FAULTS": faults},
+            **instance_options,
+        },
+        InstanceOptions,
+    )
+
+
+def recorded_pids(pids: Path) -> list[int]:
+    return [int(line) for line in pids.read_text().split()] if pids.exists() else []
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not reaped) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def assert_none_alive(pids: Path) -> None:
+    left = [pid for pid in recorded_pids(pids) if alive(pid)]
+    for pid in left:
+        os.kill(pid, 9)  # so one failure does not leak into the next tests
+    assert left == [], f"processes outlived the test: {left}"

@@ -1,0 +1,517 @@
+"""The lifecycle manager with real processes: the stand-in backend, misbehaving on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from llamactl.instance.errors import (
+    InstanceConflict,
+    InstanceNotFound,
+    LimitReached,
+    NotStartable,
+    StartFailed,
+    StartTimedOut,
+)
+from llamactl.instance.manager import InstanceManager
+from llamactl.instance.options import InstanceOptions
+from llamactl.instance.process import group_is_alive, start_ticks
+from llamactl.instance.scheduling import CapacityLimits
+from llamactl.instance.status import InstanceStatus
+from llamactl.instance.store import InstanceStore, ProcessRecord, StoreError
+from tests.instance.helpers import alive, assert_none_alive, manager, recorded_pids, standin_options
+
+
+@pytest.fixture
+def pids(tmp_path: Path) -> Any:
+    path = tmp_path / "pids"
+    yield path
+    assert_none_alive(path)
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
+
+
+async def chat(manager_: InstanceManager, name: str, **body: Any) -> httpx.Response:
+    async with manager_.lease(name), httpx.AsyncClient(base_url=manager_.upstream_url(name)) as client:
+        return await client.post("/v1/chat/completions", json={"model": "tiny", **body})
+
+
+def test_start_means_ready_and_stop_leaves_nothing(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        created = m.create("alpha", standin_options(pids, "load_time=0.3"))
+        assert created.status is InstanceStatus.STOPPED
+        started = await m.start("alpha")
+        assert started.status is InstanceStatus.RUNNING
+        # running means the readiness probe passed: the backend answers at once
+        response = await chat(m, "alpha")
+        assert response.json()["choices"][0]["message"]["content"] == "hello"
+        [pid] = recorded_pids(pids)
+        stopped = await m.stop("alpha")
+        assert stopped.status is InstanceStatus.STOPPED and stopped.port is None
+        assert not alive(pid)
+        log = "\n".join(m.log_tail("alpha", 50))
+        assert "starting:" in log and "exited with code" in log and "standin: listening" in log
+        await m.close()
+
+    run(scenario)
+
+
+def test_concurrent_on_demand_requests_start_the_backend_once(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, "load_time=0.3"))
+        responses = await asyncio.gather(*(chat(m, "alpha") for _ in range(12)))
+        assert [r.status_code for r in responses] == [200] * 12
+        assert len(recorded_pids(pids)) == 1
+        await m.close()
+
+    run(scenario)
+
+
+def test_on_demand_start_can_be_turned_off(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, on_demand_start=False))
+        with pytest.raises(NotStartable, match="on_demand_start is off"):
+            await chat(m, "alpha")
+        assert recorded_pids(pids) == []
+        await m.close()
+
+    run(scenario)
+
+
+def test_never_ready_times_out_and_the_half_started_process_is_stopped(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path, start_timeout=1.0)
+        await m.open()
+        m.create("alpha", standin_options(pids, "never_healthy"))
+        with pytest.raises(StartTimedOut):
+            await chat(m, "alpha")
+        info = m.get("alpha")
+        assert info.status is InstanceStatus.FAILED and "ready in time" in (info.last_error or "")
+        assert not any(alive(pid) for pid in recorded_pids(pids))
+        await m.close()
+
+    run(scenario)
+
+
+def test_exit_during_start_fails_fast_with_the_last_log_lines(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path, start_timeout=30.0)
+        await m.open()
+        m.create("alpha", standin_options(pids, "exit_at_start=7"))
+        began = time.monotonic()
+        with pytest.raises(StartFailed, match="exited with code 7"):
+            await m.start("alpha")
+        assert time.monotonic() - began < 5  # not the 30 s deadline
+        info = m.get("alpha")
+        assert info.status is InstanceStatus.FAILED
+        assert any("exiting at start" in line for line in info.last_log_lines)
+        await m.close()
+
+    run(scenario)
+
+
+def test_missing_executable_is_a_failed_start(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, command_override="/nonexistent/llama-server"))
+        with pytest.raises(StartFailed, match="exited with code 127"):
+            await m.start("alpha")
+        assert any("cannot start /nonexistent/llama-server" in line for line in m.get("alpha").last_log_lines)
+        await m.close()
+
+    run(scenario)
+
+
+def test_a_crash_restarts_with_backoff_then_fails_past_max_restarts(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, "exit_after=0.2", max_restarts=2, restart_delay=0))
+        await m.start("alpha")
+        deadline = time.monotonic() + 15
+        while m.get("alpha").status is not InstanceStatus.FAILED and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        info = m.get("alpha")
+        assert info.status is InstanceStatus.FAILED
+        assert info.restarts == 2
+        assert len(recorded_pids(pids)) == 3  # the first start and two restarts
+        assert "exited unexpectedly with code 2" in (info.last_error or "")
+        assert any("crashing as asked" in line for line in info.last_log_lines)
+        await m.close()
+
+    run(scenario)
+
+
+def test_a_stop_during_backoff_cancels_the_pending_restart(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, "exit_after=0.1", restart_delay=30))
+        await m.start("alpha")
+        while m.get("alpha").status is not InstanceStatus.RESTARTING:
+            await asyncio.sleep(0.02)
+        assert (await m.stop("alpha")).status is InstanceStatus.STOPPED
+        await asyncio.sleep(0.3)
+        assert m.get("alpha").status is InstanceStatus.STOPPED
+        assert len(recorded_pids(pids)) == 1
+        await m.close()
+
+    run(scenario)
+
+
+def test_a_clean_stop_never_restarts(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids))
+        await m.start("alpha")
+        await m.stop("alpha")
+        await asyncio.sleep(0.3)
+        assert m.get("alpha").status is InstanceStatus.STOPPED
+        assert len(recorded_pids(pids)) == 1
+        await m.close()
+
+    run(scenario)
+
+
+def test_sigterm_ignored_is_killed_after_the_grace_with_its_grandchild(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path, stop_grace=0.5)
+        await m.open()
+        m.create("alpha", standin_options(pids, "ignore_sigterm,fork_grandchild"))
+        await m.start("alpha")
+        backend, grandchild = recorded_pids(pids)
+        began = time.monotonic()
+        await m.stop("alpha")
+        assert time.monotonic() - began < 3
+        assert not alive(backend) and not alive(grandchild)
+        await m.close()
+
+    run(scenario)
+
+
+def test_a_flood_of_output_never_blocks_the_backend(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, "flood_logs=5000000"))
+        assert (await m.start("alpha")).status is InstanceStatus.RUNNING
+        assert (await chat(m, "alpha")).status_code == 200
+        assert any("truncated" in line for line in m.log_tail("alpha", 20))
+        await m.close()
+
+    run(scenario)
+
+
+def test_idle_stop_counts_from_the_end_of_the_last_request(tmp_path: Path, pids: Path) -> None:
+    now = [1000.0]
+
+    async def scenario() -> None:
+        m = manager(tmp_path, clock=lambda: now[0])
+        await m.open()
+        m.create("idle", standin_options(pids, idle_timeout=1))
+        m.create("pinned", standin_options(pids, idle_timeout=0))
+        await m.start("idle")
+        await m.start("pinned")
+        async with m.lease("idle"):
+            now[0] += 3600  # a long request: never idle while it runs
+            assert await m.stop_idle() == []
+        now[0] += 59
+        assert await m.stop_idle() == []
+        now[0] += 1
+        assert await m.stop_idle() == ["idle"]
+        assert m.get("idle").status is InstanceStatus.STOPPED
+        assert m.get("pinned").status is InstanceStatus.RUNNING
+        await m.close()
+
+    run(scenario)
+
+
+def test_lru_eviction_for_manual_and_on_demand_starts(tmp_path: Path, pids: Path) -> None:
+    now = [0.0]
+
+    async def scenario() -> None:
+        limits = CapacityLimits(max_running=2, group_limits={}, lru_eviction=True)
+        m = manager(tmp_path, clock=lambda: now[0], limits=limits)
+        await m.open()
+        for name in ("a", "b", "c"):
+            m.create(name, standin_options(pids))
+        await m.start("a")
+        now[0] = 10
+        await m.start("b")
+        now[0] = 20
+        await chat(m, "a")  # a is now the most recently used
+        now[0] = 30
+        await chat(m, "c")  # on demand: evicts b
+        assert {i.name: i.status for i in m.list_instances()} == {
+            "a": InstanceStatus.RUNNING,
+            "b": InstanceStatus.STOPPED,
+            "c": InstanceStatus.RUNNING,
+        }
+        await m.close()
+
+    run(scenario)
+
+
+def test_a_busy_or_pinned_instance_is_never_evicted(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        limits = CapacityLimits(max_running=1, group_limits={}, lru_eviction=True)
+        m = manager(tmp_path, limits=limits)
+        await m.open()
+        m.create("pinned", standin_options(pids, idle_timeout=0))
+        m.create("busy", standin_options(pids))
+        m.create("other", standin_options(pids))
+        await m.start("pinned")
+        with pytest.raises(LimitReached, match="pinned"):
+            await m.start("other")
+        await m.stop("pinned")
+        async with m.lease("busy"):
+            with pytest.raises(LimitReached, match="serving requests"):
+                await m.start("other")
+        await m.start("other")  # busy is idle now: evicted
+        assert m.get("busy").status is InstanceStatus.STOPPED
+        await m.close()
+
+    run(scenario)
+
+
+def test_group_limit(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        limits = CapacityLimits(max_running=-1, group_limits={"gpu0": 1}, lru_eviction=True)
+        m = manager(tmp_path, limits=limits)
+        await m.open()
+        m.create("a", standin_options(pids, group="gpu0"))
+        m.create("b", standin_options(pids, group="gpu0"))
+        m.create("c", standin_options(pids))
+        await m.start("a")
+        await m.start("c")
+        await m.start("b")
+        assert [i.status for i in m.list_instances()] == [
+            InstanceStatus.STOPPED,
+            InstanceStatus.RUNNING,
+            InstanceStatus.RUNNING,
+        ]
+        await m.close()
+
+    run(scenario)
+
+
+def test_instances_survive_a_restart_of_llamactl_and_running_ones_start_again(
+    tmp_path: Path, pids: Path
+) -> None:
+    async def first_life() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("runs", standin_options(pids))
+        m.create("rests", standin_options(pids, idle_timeout=5))
+        m.create("no-restart", standin_options(pids, auto_restart=False))
+        await m.start("runs")
+        await m.start("no-restart")
+        await m.close()
+        assert not any(alive(pid) for pid in recorded_pids(pids))
+
+    async def second_life() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        assert [i.name for i in m.list_instances()] == ["runs", "rests", "no-restart"]
+        assert m.get("rests").options.idle_timeout == 5
+        deadline = time.monotonic() + 10
+        while m.get("runs").status is not InstanceStatus.RUNNING and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert m.get("runs").status is InstanceStatus.RUNNING
+        assert m.get("no-restart").status is InstanceStatus.STOPPED
+        await m.close()
+
+    run(first_life)
+    run(second_life)
+
+
+def test_backends_die_with_llamactl_even_on_sigkill(tmp_path: Path, pids: Path) -> None:
+    script = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pathlib import Path
+from tests.instance.helpers import manager, standin_options
+async def main():
+    m = manager(Path({str(tmp_path)!r}))
+    await m.open()
+    m.create("alpha", standin_options(Path({str(pids)!r}), "fork_grandchild"))
+    await m.start("alpha")
+    print("ready", flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"""
+    llamactl = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert llamactl.stdout is not None and llamactl.stdout.readline() == "ready\n"
+    backend_pids = recorded_pids(pids)
+    assert len(backend_pids) == 2 and all(alive(pid) for pid in backend_pids)
+    llamactl.kill()
+    llamactl.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in backend_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in backend_pids)
+
+
+def test_a_new_llamactl_kills_process_groups_its_predecessor_left(tmp_path: Path) -> None:
+    leftover = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    ticks = start_ticks(leftover.pid)
+    assert ticks is not None
+    store = InstanceStore(tmp_path / "llamactl.db")
+    store.record_process(ProcessRecord("alpha", leftover.pid, ticks))
+    store.close()
+
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        await m.close()
+
+    run(scenario)
+    assert leftover.wait(timeout=5) == -signal.SIGKILL
+    assert not group_is_alive(leftover.pid)
+
+
+def test_a_recycled_pid_in_the_ledger_is_left_alone(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        store = InstanceStore(tmp_path / "llamactl.db")
+        store.record_process(ProcessRecord("alpha", bystander.pid, 1))  # another start time
+        store.close()
+
+        async def scenario() -> None:
+            m = manager(tmp_path)
+            await m.open()
+            await m.close()
+
+        run(scenario)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path, max_instances=2)
+        await m.open()
+        m.create("alpha", standin_options(pids))
+        with pytest.raises(InstanceConflict, match="already exists"):
+            m.create("alpha", standin_options(pids))
+        with pytest.raises(Exception, match="invalid instance name"):
+            m.create("no/slashes", standin_options(pids))
+        explicit = msgspec.structs.replace(standin_options(pids), backend_options={"model": "m", "port": 9})
+        with pytest.raises(InstanceConflict, match=r"outside instances\.port_range"):
+            m.create("beta", explicit)
+        m.create("beta", msgspec.structs.replace(explicit, backend_options={"model": "m", "port": 18500}))
+        with pytest.raises(LimitReached, match="max_instances"):
+            m.create("gamma", standin_options(pids))
+        await m.start("alpha")
+        with pytest.raises(InstanceConflict, match="stop it before deleting"):
+            await m.delete("alpha")
+        with pytest.raises(InstanceNotFound):
+            await m.start("nope")
+        assert [i.name for i in m.list_instances()] == ["alpha", "beta"]
+        assert m.get("alpha").status is InstanceStatus.RUNNING
+        await m.close()
+
+    run(scenario)
+
+
+def test_duplicate_explicit_ports_and_a_port_taken_by_another_program(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        with_port = msgspec.structs.replace(
+            standin_options(pids), backend_options={"model": "m", "port": 18600}
+        )
+        m.create("a", with_port)
+        with pytest.raises(InstanceConflict, match="already used by another instance"):
+            m.create("b", with_port)
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 18600))
+            squatter.listen()
+            with pytest.raises(StartFailed, match="in use by another program"):
+                await m.start("a")
+        assert (await m.start("a")).port == 18600
+        await m.close()
+
+    run(scenario)
+
+
+def test_a_corrupt_database_is_reported_not_replaced(tmp_path: Path) -> None:
+    database = tmp_path / "llamactl.db"
+    database.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match=r"llamactl\.db"):
+        InstanceStore(database)
+    assert database.read_bytes() == b"this is not a database" * 100
+
+
+def test_update_restarts_a_running_instance_only_when_its_command_changes(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        options = standin_options(pids)
+        m.create("alpha", options)
+        await m.start("alpha")
+        await m.update("alpha", msgspec.structs.replace(options, idle_timeout=7))
+        assert len(recorded_pids(pids)) == 1
+        changed: InstanceOptions = msgspec.structs.replace(
+            options, backend_options={**options.backend_options, "ctx_size": 64}
+        )
+        info = await m.update("alpha", changed)
+        assert info.status is InstanceStatus.RUNNING
+        assert len(recorded_pids(pids)) == 2
+        assert not alive(recorded_pids(pids)[0])
+        await m.close()
+
+    run(scenario)
+
+
+def test_declared_instances_cannot_be_edited_through_the_api(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("decl", standin_options(pids), declared=True)
+        with pytest.raises(InstanceConflict, match="declared in the config file"):
+            await m.update("decl", standin_options(pids))
+        with pytest.raises(InstanceConflict, match="declared in the config file"):
+            await m.delete("decl")
+        await m.close()
+
+    run(scenario)
+
+
+def test_shutdown_stops_every_backend(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        for name in ("a", "b", "c"):
+            m.create(name, standin_options(pids))
+            await m.start(name)
+        began = time.monotonic()
+        await m.close(timeout=10)
+        assert time.monotonic() - began < 5
+        assert len(recorded_pids(pids)) == 3
+        assert not any(alive(pid) for pid in recorded_pids(pids))
+
+    run(scenario)
