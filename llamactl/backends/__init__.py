@@ -8,6 +8,7 @@ from llamactl.backends.adapter import Backend, ReadinessProbe
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.command_parser import ParsedCommand
 from llamactl.backends.command_parser import parse_command as _parse_command
+from llamactl.backends.command_parser import parse_command_of_any_backend
 from llamactl.backends.errors import (
     BackendInputError,
     CommandSyntaxError,
@@ -45,6 +46,12 @@ def parse_command(backend_name: str, text: str) -> ParsedCommand:
     return _parse_command(get_backend(backend_name), text, list(BACKENDS.values()))
 
 
+
+def parse_command_of_known_backend(text: str) -> ParsedCommand:
+    """Parse a pasted command, telling its backend from the executable."""
+    return parse_command_of_any_backend(text, list(BACKENDS.values()))
+
+
 __all__ = [
     "BACKENDS",
     "Backend",
@@ -58,4 +65,5 @@ __all__ = [
     "WrongBackendError",
     "get_backend",
     "parse_command",
+    "parse_command_of_known_backend",
 ]

@@ -39,6 +39,19 @@ def parse_command(backend: Backend, text: str, all_backends: Sequence[Backend]) 
     )
 
 
+def parse_command_of_any_backend(text: str, all_backends: Sequence[Backend]) -> ParsedCommand:
+    """Parse a command whose executable names its backend (``vllm serve …``, ``llama-server …``)."""
+    words = split_shell_command(text).words
+    for candidate in all_backends:
+        if any(launcher.match(words) is not None for launcher in candidate.launchers):
+            return parse_command(candidate, text, all_backends)
+    known = ", ".join(launcher.describe() for backend in all_backends for launcher in backend.launchers[:1])
+    raise CommandSyntaxError(
+        f"cannot tell the backend of {words[0]!r}: start the command with {known}, or give backend_type",
+        field="command",
+    )
+
+
 def _strip_launcher(backend: Backend, words: list[str], all_backends: Sequence[Backend]) -> list[str]:
     if not words or words[0].startswith("-"):
         return words

@@ -80,6 +80,12 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     last_log_lines: list[str] = []
 
 
+class ReconcileReport(msgspec.Struct):
+    created: list[str] = []
+    updated: list[str] = []
+    removed: list[str] = []
+
+
 class _Instance:
     """Mutable state of one instance; touched only by the manager, on its event loop."""
 
@@ -210,6 +216,38 @@ class InstanceManager:
         instance.log.close()
         del self._instances[name]
         self._store.delete_instance(name)
+
+    async def reconcile_declared(self, declared: dict[str, InstanceOptions]) -> ReconcileReport:
+        """Make the declared instances match the config file's ``models:``.
+
+        Creates what is new, updates what changed (a running instance restarts
+        only if its command changed), stops and removes what the file no longer
+        declares, and never touches instances created through the API. Conflicts
+        are found before anything changes.
+        """
+        clashes = [n for n in declared if n in self._instances and not self._instances[n].declared]
+        if clashes:
+            raise InstanceConflict(
+                f"models.{clashes[0]}: an instance of that name was created through the API; "
+                "rename one of them",
+                field="name",
+            )
+        new = [name for name in declared if name not in self._instances]
+        limit = self.settings.max_instances
+        if 0 <= limit < len(self._instances) + len(new):
+            raise LimitReached(f"instances.max_instances ({limit}) is too low for the declared instances")
+        report = ReconcileReport()
+        for name, options in declared.items():
+            if name in new:
+                self.create(name, options, declared=True)
+                report.created.append(name)
+            elif self._instances[name].options != options:
+                await self.update(name, options, from_config=True)
+                report.updated.append(name)
+        for name in [n for n, i in self._instances.items() if i.declared and n not in declared]:
+            await self.delete(name, from_config=True)
+            report.removed.append(name)
+        return report
 
     # ------------------------------------------------------------------ lifecycle
 
