@@ -6,9 +6,8 @@ llamactl asks the adapter returned by ``get_backend``.
 
 from llamactl.backends.adapter import Backend, ReadinessProbe
 from llamactl.backends.backend_type import BackendType
-from llamactl.backends.command_parser import ParsedCommand
+from llamactl.backends.command_parser import ParsedCommand, parse_command_of_any_backend
 from llamactl.backends.command_parser import parse_command as _parse_command
-from llamactl.backends.command_parser import parse_command_of_any_backend
 from llamactl.backends.errors import (
     BackendInputError,
     CommandSyntaxError,
@@ -44,7 +43,6 @@ def get_backend(name: str) -> Backend:
 def parse_command(backend_name: str, text: str) -> ParsedCommand:
     """Parse a pasted command for the named backend (see ``command_parser``)."""
     return _parse_command(get_backend(backend_name), text, list(BACKENDS.values()))
-
 
 
 def parse_command_of_known_backend(text: str) -> ParsedCommand:

@@ -113,4 +113,3 @@ def test_a_clash_with_an_api_instance_changes_nothing(tmp_path: Path) -> None:
         await m.close()
 
     asyncio.run(scenario())
-
