@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command_name is None:
         parser.print_help()
         return 0
-    handler = {"parse": _parse, "command": _command}[args.command_name]
+    handler = {"parse": _parse, "command": _command, "serve": _serve}[args.command_name]
     return handler(args)
 
 
@@ -30,6 +30,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llamactl {__version__}")
     commands = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run llamactl: supervise the instances until stopped",
+        description="Run llamactl on the config found (or the built-in defaults): start the instances "
+        "that were running, reconcile those declared in the config file, stop every backend on "
+        "SIGTERM or Ctrl-C, reload the config file's models on SIGHUP.",
+    )
+    serve.add_argument("--config", type=Path, metavar="FILE", help="the config file (default: searched)")
 
     parse = commands.add_parser(
         "parse",
@@ -103,6 +112,25 @@ def _command(args: argparse.Namespace) -> int:
     assignments = [f"{name}={shlex.quote(str(value))}" for name, value in environment.items()]
     sys.stdout.write(" ".join([*assignments, shlex.join(words)]) + "\n")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from llamactl.config import ConfigError, LoadedConfig, load_config
+    from llamactl.service import serve
+
+    def read_config() -> LoadedConfig:
+        return load_config(args.config, os.environ, Path.cwd(), Path.home())
+
+    try:
+        loaded = read_config()
+    except ConfigError as error:
+        return _fail(error.message)
+    for warning in loaded.warnings:
+        sys.stderr.write(f"llamactl: warning: {warning}\n")
+    return asyncio.run(serve(loaded, read_config))
 
 
 def _fail(message: str) -> int:

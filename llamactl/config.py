@@ -445,7 +445,7 @@ def _expand(text: str, variables: Mapping[str, str], path: Path) -> str:
 
     Comment lines are left alone so a commented-out example cannot fail the load.
     """
-    lines = text.splitlines(keepends=True)
+    lines = text.split("\n")  # not splitlines(), whose extra line breaks YAML does not count
     for number, line in enumerate(lines, start=1):
         if line.lstrip().startswith("#"):
             continue
@@ -462,7 +462,7 @@ def _expand(text: str, variables: Mapping[str, str], path: Path) -> str:
             return value
 
         lines[number - 1] = _REFERENCE.sub(substitute, line)
-    return "".join(lines)
+    return "\n".join(lines)
 
 
 def _check_duplicate_keys(node: Any, seen_nodes: set[int]) -> None:

@@ -4,7 +4,7 @@
 
 Unknown flags are ignored. ``STANDIN_FAULTS`` (comma-separated) makes it misbehave:
 ``load_time=S`` (/health 503 for S seconds), ``never_healthy``, ``slow_bind=S``,
-``exit_at_start=CODE``, ``exit_after=S`` (crash S seconds after becoming healthy),
+``exit_at_start=CODE``, ``exit_after=S`` (crash S seconds after first answering /health 200),
 ``crash_mid_stream``, ``ignore_sigterm``, ``fork_grandchild``, ``flood_logs=BYTES``.
 ``STANDIN_PIDS`` names a file where it appends its PID (and its grandchild's).
 Standard library only, so it starts in tens of milliseconds.
@@ -44,6 +44,17 @@ class StandIn:
         self.model = flag_value(argv, "--alias", "-a") or flag_value(argv, "--model", "-m") or "standin"
         self.started = time.monotonic()
         self.load_time = float(faults.get("load_time", "0"))
+        self.crash_scheduled = False
+
+    def crash_later(self) -> None:
+        if "exit_after" in self.faults and not self.crash_scheduled:
+            self.crash_scheduled = True
+            asyncio.get_running_loop().call_later(float(self.faults["exit_after"]), self.crash)
+
+    @staticmethod
+    def crash() -> None:
+        print("standin: crashing as asked", file=sys.stderr, flush=True)
+        os._exit(2)
 
     def healthy(self) -> bool:
         return "never_healthy" not in self.faults and time.monotonic() - self.started >= self.load_time
@@ -66,6 +77,7 @@ class StandIn:
         if path == "/health":
             if self.healthy():
                 self.respond(writer, 200, {"status": "ok"})
+                self.crash_later()
             else:
                 self.respond(writer, 503, {"error": {"message": "Loading model", "code": 503}})
         elif path == "/v1/models":
@@ -143,10 +155,6 @@ async def serve(argv: list[str]) -> None:
     port = int(flag_value(argv, "--port") or "8080")
     server = await asyncio.start_server(standin.handle, host, port)
     print(f"standin: listening on {host}:{port} as {standin.model}", file=sys.stderr, flush=True)
-    if "exit_after" in faults:
-        await asyncio.sleep(standin.load_time + float(faults["exit_after"]))
-        print("standin: crashing as asked", file=sys.stderr, flush=True)
-        os._exit(2)
     async with server:
         await server.serve_forever()
 

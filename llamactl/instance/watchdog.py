@@ -39,15 +39,16 @@ def stop_group(grace: float) -> None:
 def main() -> int:
     grace = float(sys.argv[1])
     argv = sys.argv[sys.argv.index("--") + 1 :]
-    # When llamactl signals the group, the backend gets the signal too; this
-    # process stays to report the backend's exit code.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         backend = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     except OSError as error:
         print(f"llamactl: cannot start {argv[0]}: {error.strerror}", file=sys.stderr, flush=True)
         return 127
+    # When llamactl signals the group, the backend gets the signal too; this
+    # process stays to report the backend's exit code. (Ignored only after the
+    # spawn: an ignored signal would be inherited by the backend.)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch = selectors.DefaultSelector()
     watch.register(sys.stdin, selectors.EVENT_READ)
     while backend.poll() is None:

@@ -1,0 +1,137 @@
+"""``llamactl serve``: the long-running process that owns the instances.
+
+It loads the config, opens the database, reconciles the declared instances,
+and runs until SIGTERM or SIGINT, when it stops every backend within a bounded
+time. SIGHUP reloads the config file's ``models:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from llamactl.backends import get_backend
+from llamactl.config import AppConfig, ConfigError, LoadedConfig
+from llamactl.instance.declared import DeclarationError, declared_instances
+from llamactl.instance.errors import InstanceError
+from llamactl.instance.launch import BackendSettings, DockerSettings
+from llamactl.instance.manager import InstanceManager, ManagerSettings, ReconcileReport
+from llamactl.instance.scheduling import CapacityLimits
+from llamactl.instance.store import InstanceStore, StoreError
+
+MEGABYTE = 1024 * 1024
+SHUTDOWN_TIMEOUT = 60.0
+"""Seconds for every backend to stop on SIGTERM: drain, then SIGTERM, then SIGKILL each group."""
+
+
+def manager_settings(config: AppConfig) -> ManagerSettings:
+    instances = config.instances
+    backends = {}
+    for config_key, section in msgspec.to_builtins(config.backends).items():
+        backends[get_backend(config_key).backend_type] = _backend_settings(section)
+    return ManagerSettings(
+        port_range=instances.port_range,
+        max_instances=instances.max_instances,
+        limits=CapacityLimits(
+            max_running=instances.max_running_instances,
+            group_limits=dict(instances.group_limits),
+            lru_eviction=instances.enable_lru_eviction,
+        ),
+        default_auto_restart=instances.default_auto_restart,
+        default_max_restarts=instances.default_max_restarts,
+        default_restart_delay=instances.default_restart_delay,
+        default_on_demand_start=instances.default_on_demand_start,
+        default_idle_timeout=instances.default_idle_timeout,
+        start_timeout=instances.on_demand_start_timeout,
+        idle_check_interval=instances.timeout_check_interval * 60,
+        logs_dir=instances.logs_dir,
+        log_max_bytes=instances.log_rotation_max_size * MEGABYTE if instances.log_rotation_enabled else 0,
+        log_backups=instances.log_rotation_backups,
+        backends=backends,
+    )
+
+
+def _backend_settings(section: dict[str, Any]) -> BackendSettings:
+    docker = section.get("docker")
+    return BackendSettings(
+        command=section["command"],
+        args=section.get("args", []),
+        environment=section.get("environment", {}),
+        docker=msgspec.convert(docker, DockerSettings) if docker else None,
+        docker_enabled=bool(docker and docker.get("enabled")),
+    )
+
+
+class Service:
+    def __init__(self, loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]) -> None:
+        self.loaded = loaded
+        self._reload_config = reload_config
+        config = loaded.config
+        self.store = InstanceStore(config.database.path)
+        self.manager = InstanceManager(manager_settings(config), self.store)
+
+    async def open(self) -> ReconcileReport:
+        """Boot: clean up, load, and reconcile the declared instances (a bad declaration stops the boot)."""
+        declared = declared_instances(self.loaded.models)
+        await self.manager.open()
+        return await self.manager.reconcile_declared(declared)
+
+    async def reload(self) -> ReconcileReport:
+        """Re-read the config file and reconcile ``models:``; on any error nothing changes."""
+        loaded = self._reload_config()
+        report = await self.manager.reconcile_declared(declared_instances(loaded.models))
+        self.loaded = loaded
+        return report
+
+    async def close(self) -> None:
+        await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
+
+
+async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]) -> int:
+    try:
+        service = Service(loaded, reload_config)
+        await service.open()
+    except (DeclarationError, InstanceError, ConfigError, StoreError) as error:
+        print(f"llamactl: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, _reload(service)))
+    source = loaded.path or "built-in defaults"
+    print(
+        f"llamactl: serving {len(service.manager.list_instances())} instances "
+        f"(config: {source}, database: {loaded.config.database.path})",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    print("llamactl: stopping every backend", file=sys.stderr, flush=True)
+    await service.close()
+    return 0
+
+
+async def _reload(service: Service) -> None:
+    try:
+        report = await service.reload()
+    except (DeclarationError, InstanceError, ConfigError) as error:
+        print(f"llamactl: reload refused, nothing changed: {error}", file=sys.stderr, flush=True)
+        return
+    print(
+        f"llamactl: reloaded: created {report.created}, updated {report.updated}, removed {report.removed}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _spawn(tasks: set[asyncio.Task[None]], coroutine: Any) -> None:
+    task = asyncio.ensure_future(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
