@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e .
-# The management server arrives with the instance lifecycle (issues 3 and 4); until then
-# this shows what the command line does.
-exec .venv/bin/llamactl --help
+# No config file is needed: the embedded defaults keep the database and logs under
+# ~/.local/share/llamactl. The HTTP API and the OpenAI proxy arrive with issue 4.
+exec .venv/bin/llamactl serve "$@"

@@ -61,7 +61,9 @@ def test_start_means_ready_and_stop_leaves_nothing(tmp_path: Path, pids: Path) -
         response = await chat(m, "alpha")
         assert response.json()["choices"][0]["message"]["content"] == "hello"
         [pid] = recorded_pids(pids)
+        began = time.monotonic()
         stopped = await m.stop("alpha")
+        assert time.monotonic() - began < 1.5  # SIGTERM honoured: well inside the 2 s grace
         assert stopped.status is InstanceStatus.STOPPED and stopped.port is None
         assert not alive(pid)
         log = "\n".join(m.log_tail("alpha", 50))
