@@ -73,6 +73,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     created: int
     options: InstanceOptions
     port: int | None = None
+    pid: int | None = None
+    """The backend's process group (its watchdog's PID) while it runs."""
     declared: bool = False
     """Declared in the config file's ``models:``; edit it there."""
     restarts: int = 0
@@ -343,6 +345,7 @@ class InstanceManager:
             created=int(instance.created),
             options=instance.options,
             port=instance.port,
+            pid=instance.process.pid if instance.process is not None else None,
             declared=instance.declared,
             restarts=instance.restarts,
             last_error=instance.last_error,
