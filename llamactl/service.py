@@ -1,8 +1,9 @@
-"""``llamactl serve``: the long-running process that owns the instances.
+"""``llamactl serve``: the long-running process that owns the instances and serves the API.
 
 It loads the config, opens the database, reconciles the declared instances,
-and runs until SIGTERM or SIGINT, when it stops every backend within a bounded
-time. SIGHUP reloads the config file's ``models:``.
+serves HTTP with uvicorn until SIGTERM or SIGINT, lets requests in flight
+finish within a grace period, then stops every backend within a bounded time.
+SIGHUP (or ``POST /api/v1/config/reload``) reloads the config file's ``models:``.
 """
 
 from __future__ import annotations
@@ -14,19 +15,29 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import uvicorn
 
 from llamactl.backends import get_backend
-from llamactl.config import AppConfig, ConfigError, LoadedConfig
+from llamactl.config import AppConfig, ConfigError, LoadedConfig, redacted
 from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings, ReconcileReport
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.store import InstanceStore, StoreError
+from llamactl.server.api_keys import ApiKeyStore, Authenticator, ManagementKeys
+from llamactl.server.app import LlamactlApp
+from llamactl.server.inference import InferenceProxy
+from llamactl.server.management import ManagementApi
+from llamactl.server.upstream import Upstream
 
 MEGABYTE = 1024 * 1024
 SHUTDOWN_TIMEOUT = 60.0
 """Seconds for every backend to stop on SIGTERM: drain, then SIGTERM, then SIGKILL each group."""
+HTTP_GRACE = 10.0
+"""Seconds requests in flight (and log follows) get to finish when llamactl stops."""
+STREAM_IDLE_TIMEOUT = 600.0
+"""Seconds of silence from a backend before a proxied answer is cut."""
 
 
 def manager_settings(config: AppConfig) -> ManagerSettings:
@@ -74,10 +85,59 @@ class Service:
         config = loaded.config
         self.store = InstanceStore(config.database.path)
         self.manager = InstanceManager(manager_settings(config), self.store)
+        self.keys = ApiKeyStore(config.database.path)
+        self.management_keys = ManagementKeys(config.auth.management_keys)
+        auth = Authenticator(
+            self.management_keys,
+            self.keys,
+            require_management=config.auth.require_management_auth,
+            require_inference=config.auth.require_inference_auth,
+        )
+        self.upstream = Upstream(idle_timeout=STREAM_IDLE_TIMEOUT)
+        backend_sections = msgspec.to_builtins(config.backends)
+        response_headers = {
+            get_backend(key).backend_type.value: [
+                (name.lower().encode(), value.encode())
+                for name, value in section.get("response_headers", {}).items()
+            ]
+            for key, section in backend_sections.items()
+        }
+        inference = InferenceProxy(
+            self.manager, auth, self.upstream, config.server.max_body_bytes, response_headers
+        )
+        management = ManagementApi(
+            self.manager,
+            self.keys,
+            lambda: redacted(self.loaded.config),
+            self.reload,
+            {
+                key: [section["command"], *section.get("args", [])]
+                for key, section in backend_sections.items()
+            },
+        )
+        self.app = LlamactlApp(
+            self.manager,
+            auth,
+            self.upstream,
+            inference,
+            management,
+            bind_host=config.server.host,
+            allowed_origins=config.server.allowed_origins,
+            allowed_headers=config.server.allowed_headers,
+        )
 
     async def open(self) -> ReconcileReport:
         """Boot: clean up, load, and reconcile the declared instances (a bad declaration stops the boot)."""
         declared = declared_instances(self.loaded.models)
+        if self.loaded.config.auth.require_management_auth:
+            generated = self.management_keys.ensure_generated_key(self.keys)
+            if generated is not None:
+                print(
+                    f"llamactl: generated a management key, shown this once: {generated}\n"
+                    "llamactl: keep it: only its hash is stored (set auth.management_keys to use your own)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         await self.manager.open()
         return await self.manager.reconcile_declared(declared)
 
@@ -89,7 +149,9 @@ class Service:
         return report
 
     async def close(self) -> None:
+        await self.upstream.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
+        self.keys.close()
 
 
 async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]) -> int:
@@ -99,23 +161,42 @@ async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig])
     except (DeclarationError, InstanceError, ConfigError, StoreError) as error:
         print(f"llamactl: error: {error}", file=sys.stderr, flush=True)
         return 2
+    server_config = loaded.config.server
+    server = uvicorn.Server(
+        uvicorn.Config(
+            service.app,
+            host=server_config.host,
+            port=server_config.port,
+            lifespan="off",
+            timeout_graceful_shutdown=int(HTTP_GRACE),
+            log_level="warning",
+            access_log=False,
+        )
+    )
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task[None]] = set()
     loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, _reload(service)))
+    # uvicorn takes SIGTERM and SIGINT while it serves and raises them again once it
+    # returns: these handlers receive them then, so the backends are stopped below
+    # instead of the default action killing llamactl first.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: None)
     source = loaded.path or "built-in defaults"
     print(
-        f"llamactl: serving {len(service.manager.list_instances())} instances "
+        f"llamactl: serving {len(service.manager.list_instances())} instances on "
+        f"http://{server_config.host}:{server_config.port} "
         f"(config: {source}, database: {loaded.config.database.path})",
         file=sys.stderr,
         flush=True,
     )
-    await stop.wait()
-    print("llamactl: stopping every backend", file=sys.stderr, flush=True)
-    await service.close()
-    return 0
+    try:
+        # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets requests in flight
+        # finish within the grace, and returns.
+        await server.serve()
+    finally:
+        print("llamactl: stopping every backend", file=sys.stderr, flush=True)
+        await service.close()
+    return 0 if server.started else 1
 
 
 async def _reload(service: Service) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,10 +14,21 @@ from pathlib import Path
 from tests.instance.helpers import STANDIN, alive, assert_none_alive, manager, recorded_pids, standin_options
 
 
-def write_config(path: Path, data_dir: Path, models: str = "") -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def write_config(path: Path, data_dir: Path, models: str = "", port: int = 0) -> None:
     path.write_text(
         f"""
 data_dir: {data_dir}
+server:
+  port: {port or free_port()}
+auth:
+  management_keys: [test-management-key]
 backends:
   llama-cpp:
     command: {sys.executable}

@@ -13,15 +13,15 @@ class InstanceNotFound(InstanceError):
 
 
 class InstanceConflict(InstanceError):
-    """409: duplicate name, port in use, running instance deleted, declared instance edited."""
+    """409: duplicate name, max_instances, port in use, running instance deleted, declared instance edited."""
 
 
 class LimitReached(InstanceError):
-    """409 on create (max_instances); 503 on start when nothing can be evicted."""
+    """503: a start needs capacity (max_running_instances, a group limit) and nothing can be evicted."""
 
 
 class StartFailed(InstanceError):
-    """503: the backend exited during start-up or its executable is missing."""
+    """503: the backend exited during start-up, its executable is missing, or its port is taken."""
 
 
 class StartTimedOut(InstanceError):
@@ -29,4 +29,4 @@ class StartTimedOut(InstanceError):
 
 
 class NotStartable(InstanceError):
-    """503: on-demand start is off for a stopped instance."""
+    """503: the instance is not running and cannot be started now (on-demand start off, shutting down)."""

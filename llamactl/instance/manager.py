@@ -15,7 +15,6 @@ from llamactl.instance.errors import (
     InstanceConflict,
     InstanceError,
     InstanceNotFound,
-    LimitReached,
     NotStartable,
     StartFailed,
 )
@@ -172,7 +171,7 @@ class InstanceManager:
             raise InstanceConflict(f"an instance named {name!r} already exists", field="name")
         limit = self.settings.max_instances
         if 0 <= limit <= len(self._instances):
-            raise LimitReached(f"instances.max_instances ({limit}) reached", field="name")
+            raise InstanceConflict(f"instances.max_instances ({limit}) reached", field="name")
         record = InstanceRecord(name=name, created=time.time(), options=options, declared=declared)
         instance = self._add(record)
         self._store.save_instance(record)
@@ -237,7 +236,7 @@ class InstanceManager:
         new = [name for name in declared if name not in self._instances]
         limit = self.settings.max_instances
         if 0 <= limit < len(self._instances) + len(new):
-            raise LimitReached(f"instances.max_instances ({limit}) is too low for the declared instances")
+            raise InstanceConflict(f"instances.max_instances ({limit}) is too low for the declared instances")
         report = ReconcileReport()
         for name, options in declared.items():
             if name in new:

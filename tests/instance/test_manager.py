@@ -425,7 +425,7 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path, pids: Path) ->
         with pytest.raises(InstanceConflict, match=r"outside instances\.port_range"):
             m.create("beta", explicit)
         m.create("beta", msgspec.structs.replace(explicit, backend_options={"model": "m", "port": 18500}))
-        with pytest.raises(LimitReached, match="max_instances"):
+        with pytest.raises(InstanceConflict, match="max_instances"):
             m.create("gamma", standin_options(pids))
         await m.start("alpha")
         with pytest.raises(InstanceConflict, match="stop it before deleting"):
