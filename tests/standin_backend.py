@@ -107,15 +107,21 @@ class StandIn:
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         delay = float(str(request.get("chunk_delay", 0)))
-        for index in range(int(str(request.get("chunks", STREAM_CHUNKS)))):
-            if "crash_mid_stream" in self.faults and index == 2:
+        try:
+            for index in range(int(str(request.get("chunks", STREAM_CHUNKS)))):
+                if "crash_mid_stream" in self.faults and index == 2:
+                    await writer.drain()
+                    os._exit(3)
+                event = {"model": request.get("model"), "choices": [{"delta": {"content": f"t{index}"}}]}
+                self.write_chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
                 await writer.drain()
-                os._exit(3)
-            event = {"model": request.get("model"), "choices": [{"delta": {"content": f"t{index}"}}]}
-            self.write_chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
-            await writer.drain()
-            if delay:
-                await asyncio.sleep(delay)
+                if delay:
+                    await asyncio.sleep(delay)
+        except (ConnectionResetError, BrokenPipeError):
+            print(
+                f"standin: stream cancelled by the client after {index} chunks", file=sys.stderr, flush=True
+            )
+            raise
         self.write_chunk(writer, b"data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
 

@@ -1,0 +1,134 @@
+"""Streaming through a real `llamactl serve` process: no buffering, disconnects, dying backends, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.instance.helpers import STANDIN, assert_none_alive
+
+MANAGEMENT = {"Authorization": "Bearer mgmt-key"}
+
+
+class Serve:
+    def __init__(self, process: subprocess.Popen[str], base_url: str, pids: Path) -> None:
+        self.process = process
+        self.base_url = base_url
+        self.pids = pids
+        self.client = httpx.Client(base_url=base_url, headers=MANAGEMENT, timeout=30)
+
+    def create(self, name: str, faults: str = "") -> None:
+        body = {
+            "backend_type": "llama_cpp",
+            "backend_options": {"model": "/m/tiny.gguf", "alias": "tiny"},
+            "environment": {"STANDIN_PIDS": str(self.pids), "STANDIN_FAULTS": faults},
+        }
+        assert self.client.post(f"/api/v1/instances/{name}", json=body).status_code == 201
+        assert self.client.post(f"/api/v1/instances/{name}/start").status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    port = free_port()
+    config = tmp_path / "llamactl.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+server: {{port: {port}}}
+auth: {{management_keys: [mgmt-key]}}
+backends:
+  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
+instances: {{port_range: [18400, 18499]}}
+"""
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None and process.stderr.readline().startswith("llamactl: serving")
+    running = Serve(process, f"http://127.0.0.1:{port}", tmp_path / "pids")
+    yield running
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert_none_alive(running.pids)
+
+
+def stream_body(**extra: object) -> dict[str, object]:
+    return {"model": "alpha", "messages": [], "stream": True, **extra}
+
+
+def test_chunks_arrive_as_the_backend_sends_them(serve: Serve) -> None:
+    serve.create("alpha")
+    arrivals = []
+    began = time.monotonic()
+    with serve.client.stream(
+        "POST", "/v1/chat/completions", json=stream_body(chunks=4, chunk_delay=0.4)
+    ) as response:
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append((time.monotonic() - began, line))
+    assert arrivals[-1][1] == "data: [DONE]"
+    # the first token is forwarded long before the stream ends: nothing is buffered
+    assert arrivals[0][0] < 0.3
+    assert arrivals[-1][0] > 1.2
+    assert json.loads(arrivals[0][1].removeprefix("data: "))["model"] == "tiny"
+
+
+def test_a_client_disconnect_cancels_the_upstream_request(serve: Serve) -> None:
+    serve.create("alpha")
+    with serve.client.stream(
+        "POST", "/v1/chat/completions", json=stream_body(chunks=200, chunk_delay=0.05)
+    ) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+    deadline = time.monotonic() + 5
+    log = ""
+    while "stream cancelled by the client" not in log and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = serve.client.get("/api/v1/instances/alpha/logs?lines=20").text
+    assert "stream cancelled by the client" in log
+    chunks_sent = int(log.split("stream cancelled by the client after ")[1].split()[0])
+    assert chunks_sent < 100  # it stopped at once, not at the end of the 10 s stream
+
+
+def test_a_backend_dying_mid_stream_ends_the_stream_without_done(serve: Serve) -> None:
+    serve.create("alpha", faults="crash_mid_stream")
+    began = time.monotonic()
+    with serve.client.stream("POST", "/v1/chat/completions", json=stream_body(chunks=10)) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert time.monotonic() - began < 5
+    assert "data: [DONE]" not in events
+    assert len(events) == 3 and '"error"' in events[-1]
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_stops_every_backend(serve: Serve) -> None:
+    serve.create("alpha")
+    with serve.client.stream(
+        "POST", "/v1/chat/completions", json=stream_body(chunks=6, chunk_delay=0.3)
+    ) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        serve.process.send_signal(signal.SIGTERM)
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]" and len(rest) == 6
+    assert serve.process.wait(timeout=30) == 0
