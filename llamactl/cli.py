@@ -130,7 +130,11 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(error.message)
     for warning in loaded.warnings:
         sys.stderr.write(f"llamactl: warning: {warning}\n")
-    return asyncio.run(serve(loaded, read_config))
+    try:
+        import uvloop  # libuv's event loop roughly halves the proxy's own cost per request
+    except ImportError:
+        return asyncio.run(serve(loaded, read_config))
+    return uvloop.run(serve(loaded, read_config))
 
 
 def _fail(message: str) -> int:

@@ -295,11 +295,16 @@ class InstanceManager:
     def follow_log(self, name: str) -> AsyncIterator[str]:
         return self._find(name).log.follow()
 
-    def upstream_url(self, name: str) -> str:
+    def upstream_address(self, name: str) -> tuple[str, int]:
+        """Host and port of the instance's backend while it runs."""
         instance = self._find(name)
         if instance.port is None:
             raise NotStartable(f"{name} is not running")
-        return f"http://{self.settings.host}:{instance.port}"
+        return self.settings.host, instance.port
+
+    def upstream_url(self, name: str) -> str:
+        host, port = self.upstream_address(name)
+        return f"http://{host}:{port}"
 
     # ------------------------------------------------------------------ internals
 

@@ -27,7 +27,7 @@ from llamactl.server.errors import HttpError, classify, management_body, openai_
 from llamactl.server.inference import InferenceProxy
 from llamactl.server.management import ManagementApi, json_response
 from llamactl.server.openapi import docs_page, openapi_document
-from llamactl.server.upstream import Receive, Scope, Send, Upstream, read_body, send_error
+from llamactl.server.upstream import Receive, Scope, Send, Target, Upstream, read_body, send_error, with_query
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 PROXY_MARKER = "/proxy"
@@ -83,10 +83,13 @@ class LlamactlApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await self._starlette(scope, receive, send)
+        elif any(name == b"origin" for name, _ in scope["headers"]):
             await self._cors(scope, receive, send)
         else:
-            await self._starlette(scope, receive, send)
+            # No Origin, no CORS: skip the middleware's per-message wrapper on the hot path.
+            await self._dispatch(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -130,9 +133,9 @@ class LlamactlApp:
             if info.status is not InstanceStatus.RUNNING:
                 raise HttpError(503, "instance_not_running", f"{name} is {info.status.value}; start it first")
             body = await read_body(receive, self.inference.max_body_bytes)
-            query = scope.get("query_string", b"").decode("latin-1")
-            url = self.manager.upstream_url(name) + (rest or "/") + (f"?{query}" if query else "")
-            await self.upstream.forward(scope, receive, send, url, body, [], management_body)
+            host, port = self.manager.upstream_address(name)
+            target = Target(host, port, with_query(rest or "/", scope))
+            await self.upstream.forward(scope, receive, send, target, body, [], management_body)
         except (HttpError, InstanceNotFound) as error:
             await send_error(send, classify(error), management_body)
 

@@ -15,7 +15,17 @@ from llamactl.backends import get_backend
 from llamactl.instance.manager import InstanceManager
 from llamactl.server.api_keys import Authenticator, AuthError, Principal
 from llamactl.server.errors import HttpError, classify, openai_body
-from llamactl.server.upstream import ClientGone, Receive, Scope, Send, Upstream, read_body, send_error
+from llamactl.server.upstream import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    Target,
+    Upstream,
+    read_body,
+    send_error,
+    with_query,
+)
 
 # The top-level members of the body, each kept as its raw JSON bytes: only `model` is decoded.
 RawBody = dict[str, msgspec.Raw]
@@ -87,10 +97,10 @@ class InferenceProxy:
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, backend_type: str, name: str, path: str, body: bytes
     ) -> None:
-        query = scope.get("query_string", b"")
-        url = self.manager.upstream_url(name) + path + (("?" + query.decode("latin-1")) if query else "")
+        host, port = self.manager.upstream_address(name)
+        target = Target(host, port, with_query(path, scope))
         await self.upstream.forward(
-            scope, receive, send, url, body, self.response_headers.get(backend_type, []), openai_body
+            scope, receive, send, target, body, self.response_headers.get(backend_type, []), openai_body
         )
 
     async def _fail(self, send: Send, error: Exception) -> None:

@@ -17,10 +17,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from llamactl.server.errors import HttpError, retry_after
+from llamactl.server.http_client import ConnectionPool, Response, UpstreamClosed
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,9 +38,11 @@ HOP_BY_HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
-# Never passed to a backend: llamactl's own credentials and what aiohttp sets itself.
+# Never passed to a backend: llamactl's own credentials and what the client sets itself.
 REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"authorization", b"x-api-key"}
 CONNECT_TIMEOUT = 10.0
+WHOLE_BODY_LIMIT = 256 * 1024
+"""Non-streamed answers up to this size are read whole and sent in one piece."""
 
 
 class ClientGone(Exception):
@@ -48,80 +50,84 @@ class ClientGone(Exception):
 
 
 class Upstream:
-    """One pooled HTTP client for every backend."""
+    """Forwards requests to backends over pooled keep-alive connections."""
 
     def __init__(self, idle_timeout: float) -> None:
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=idle_timeout
-        )
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self._idle_timeout = idle_timeout
+        self._pool = ConnectionPool(connect_timeout=CONNECT_TIMEOUT)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
 
     async def forward(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        url: str,
+        target: Target,
         body: bytes,
         response_headers: list[tuple[bytes, bytes]],
         error_body: Callable[[HttpError], bytes],
     ) -> None:
-        """Send ``body`` to ``url`` with the client's method and headers; stream the answer back."""
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in scope["headers"]
-            if k not in REQUEST_DROPPED
-        ]
+        """Send ``body`` to the backend with the client's method and headers; stream the answer back."""
+        headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, asyncio.current_task()))
+        response: Response | None = None
         started = False
         try:
-            async with self._client().request(
-                scope["method"], url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                streaming = response.headers.get("content-type", "").startswith("text/event-stream")
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": _response_headers(response, streaming, response_headers),
-                    }
-                )
-                started = True
-                try:
-                    async for chunk in response.content.iter_any():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except (aiohttp.ClientError, TimeoutError) as failure:
-                    # The status is sent: the client learns it through the end of the stream.
-                    if streaming:
-                        event = {
-                            "error": {"message": f"backend stream ended: {failure!r}", "type": "server_error"}
-                        }
-                        data = b"data: " + msgspec.json.encode(event) + b"\n\n"
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, TimeoutError) as failure:
+            response = await self._pool.request(
+                target.host, target.port, scope["method"], target.path, headers, body, self._idle_timeout
+            )
+            streaming = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
+            start = {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": _response_headers(response.headers, streaming, response_headers),
+            }
+            length = response.header(b"content-length")
+            if not streaming and length is not None and int(length) <= WHOLE_BODY_LIMIT:
+                # A small complete answer: one write to the client instead of three.
+                whole = await response.read(self._idle_timeout)
+                await send(start)
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+                return
+            await send(start)
+            started = True
+            try:
+                async for chunk in response.chunks(self._idle_timeout):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (UpstreamClosed, TimeoutError) as failure:
+                # The status is sent: the client learns of the failure from the end of the stream.
+                if streaming:
+                    event = {"error": {"message": f"backend stream ended: {failure}", "type": "server_error"}}
+                    data = b"data: " + msgspec.json.encode(event) + b"\n\n"
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (OSError, TimeoutError) as failure:
             if started:
                 return
-            status, reason = (504, "timed out") if isinstance(failure, TimeoutError) else (502, "failed")
-            error = HttpError(status, "backend_error", f"the backend {reason}: {failure!r}")
+            status, reason = (
+                (504, "did not answer in time") if isinstance(failure, TimeoutError) else (502, "failed")
+            )
+            error = HttpError(status, "backend_error", f"the backend {reason}: {failure}")
             await send_error(send, error, error_body)
         finally:
             watcher.cancel()
+            if response is not None:
+                response.close()  # reused only if the answer was complete
+
+
+def with_query(path: str, scope: Scope) -> str:
+    query: bytes = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+class Target(msgspec.Struct, frozen=True):
+    """Where a request goes: a backend's address and the path with its query."""
+
+    host: str
+    port: int
+    path: str
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
@@ -134,11 +140,11 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None
 
 
 def _response_headers(
-    response: aiohttp.ClientResponse, streaming: bool, extra: list[tuple[bytes, bytes]]
+    upstream_headers: list[tuple[bytes, bytes]], streaming: bool, extra: list[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
     headers = [
         (name, value)
-        for name, value in response.raw_headers
+        for name, value in upstream_headers
         if name.lower() not in HOP_BY_HOP and not name.lower().startswith(b"access-control-")
     ]
     if streaming:

@@ -1,0 +1,191 @@
+"""What llamactl's proxy costs, against direct access and nginx, measured in one run.
+
+    .venv/bin/python bench/proxy_overhead.py [--requests N] [--stream-chunks N]
+
+Starts the stand-in backend (tests/standin_backend.py), `llamactl serve` with
+an instance on that backend, and nginx (Debian's package, if installed) as a
+reverse proxy in front of the same backend, all on loopback. The load
+generator, llamactl, nginx and the backend share this machine's cores. It prints:
+
+- small non-streamed requests, one at a time: median and p99 latency, and the
+  median added over direct access;
+- streamed chunks per second with 1 and 32 concurrent streams, as a ratio of direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = ROOT / "tests" / "standin_backend.py"
+KEY = "bench-key"
+NGINX_CONFIG = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers=headers, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+@contextmanager
+def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield child
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def start_llamactl(stack: ExitStack, workdir: Path, backend_port: int) -> str:
+    port = free_port()
+    config = workdir / "llamactl.yaml"
+    config.write_text(
+        f"""
+data_dir: {workdir / "data"}
+server: {{port: {port}}}
+auth: {{management_keys: [{KEY}]}}
+backends:
+  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
+instances: {{port_range: [{backend_port + 1}, {backend_port + 50}]}}
+"""
+    )
+    stack.enter_context(process([sys.executable, "-m", "llamactl", "serve", "--config", str(config)]))
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    wait_until_up(base + "/api/v1/version", headers)
+    body = {"backend_type": "llama_cpp", "backend_options": {"model": "/m/bench.gguf", "alias": "bench"}}
+    httpx.post(base + "/api/v1/instances/bench", json=body, headers=headers).raise_for_status()
+    httpx.post(base + "/api/v1/instances/bench/start", headers=headers, timeout=60).raise_for_status()
+    return base
+
+
+def start_nginx(stack: ExitStack, workdir: Path, backend_port: int) -> str | None:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        return None
+    port = free_port()
+    config = workdir / "nginx.conf"
+    config.write_text(NGINX_CONFIG.format(dir=workdir, backend=backend_port, port=port))
+    stack.enter_context(process([nginx, "-c", str(config), "-g", "daemon off;"]))
+    wait_until_up(f"http://127.0.0.1:{port}/health")
+    return f"http://127.0.0.1:{port}"
+
+
+async def latencies(base: str, count: int) -> list[float]:
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    times = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(count + count // 10):
+            start = time.perf_counter()
+            async with session.post(base + "/v1/chat/completions", json=body, headers=headers) as response:
+                await response.read()
+                assert response.status == 200
+            if index >= count // 10:  # the first tenth warms up
+                times.append(time.perf_counter() - start)
+    return times
+
+
+async def chunk_rate(base: str, streams: int, chunks: int) -> float:
+    body = {"model": "bench", "messages": [], "stream": True, "chunks": chunks}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    connector = aiohttp.TCPConnector(limit=0)
+
+    async def one(session: aiohttp.ClientSession) -> int:
+        received = 0
+        async with session.post(base + "/v1/chat/completions", json=body, headers=headers) as response:
+            async for line in response.content:
+                received += line.startswith(b"data: ")
+        return received
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(one(session) for _ in range(streams)))  # warm-up
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one(session) for _ in range(streams)))
+        elapsed = time.perf_counter() - start
+    return sum(counts) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--stream-chunks", type=int, default=400)
+    args = parser.parse_args()
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        backend_port = free_port()
+        stack.enter_context(process([sys.executable, str(STANDIN), "--port", str(backend_port), "--alias", "bench"]))
+        direct = f"http://127.0.0.1:{backend_port}"
+        wait_until_up(direct + "/health")
+        targets = {"direct": direct, "llamactl": start_llamactl(stack, workdir, backend_port)}
+        nginx = start_nginx(stack, workdir, backend_port)
+        if nginx is not None:
+            targets["nginx"] = nginx
+
+        print(f"small requests, one at a time ({args.requests} each, after warm-up)")
+        print(f"{'target':10} {'median ms':>10} {'p99 ms':>8} {'added median ms':>16}")
+        medians = {}
+        for name, base in targets.items():
+            times = asyncio.run(latencies(base, args.requests))
+            medians[name] = statistics.median(times)
+            p99 = statistics.quantiles(times, n=100)[-1]
+            added = (medians[name] - medians["direct"]) * 1000
+            print(f"{name:10} {medians[name] * 1000:10.3f} {p99 * 1000:8.3f} {added:16.3f}")
+
+        for streams in (1, 32):
+            print(f"\nstreamed chunks per second, {streams} concurrent stream(s) of {args.stream_chunks} chunks")
+            print(f"{'target':10} {'chunks/s':>10} {'x direct':>9}")
+            rates = {name: asyncio.run(chunk_rate(base, streams, args.stream_chunks)) for name, base in targets.items()}
+            for name, rate in rates.items():
+                print(f"{name:10} {rate:10.0f} {rate / rates['direct']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

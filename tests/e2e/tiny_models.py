@@ -1,0 +1,214 @@
+"""Tiny random-weight llama models, written locally, for the real backends to serve.
+
+Nothing is downloaded: each writer builds a 2-layer llama model with seeded
+random weights, so the same call always writes the same bytes and, at
+temperature 0, the backend always gives the same answer. The answers are
+gibberish; the tests only need a model the server loads and generates with.
+
+All three share one vocabulary: printable ASCII bytes plus tab and newline,
+a few merges and the ChatML special tokens. With all 256 byte tokens the
+random model emits invalid UTF-8 and llama-server answers every chat with
+HTTP 500; without the ASCII control bytes its replies stay readable. Input
+bytes outside the vocabulary are dropped by the tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from gguf import GGUFWriter, TokenType
+from safetensors.numpy import save_file
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+SEED = 1234
+N_LAYERS = 2
+N_FF = 128
+N_CTX = 512
+# vLLM's CPU attention kernels reject head_dim 16, so its model has head_dim 64.
+SMALL_EMBD, SMALL_HEADS = 64, 4
+VLLM_EMBD, VLLM_HEADS = 128, 2
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+BOS, EOS = "<|endoftext|>", "<|im_end|>"
+SPECIAL_TOKENS = (BOS, "<|im_start|>", EOS)
+TEXT_BYTES = (0x09, 0x0A, *range(0x20, 0x7F))
+MERGES = (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("o", "n"), ("Ġ", "s"))
+
+Weights = npt.NDArray[np.float32]
+
+
+def _gpt2_byte_chars() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character mapping, used by byte-level BPE vocabularies."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    mapping = {byte: chr(byte) for byte in printable}
+    for extra, byte in enumerate(b for b in range(256) if b not in mapping):
+        mapping[byte] = chr(256 + extra)
+    return mapping
+
+
+def _vocabulary() -> list[str]:
+    """Byte tokens, then merged tokens, then the special tokens; a token's id is its index."""
+    byte_chars = _gpt2_byte_chars()
+    tokens = [byte_chars[byte] for byte in TEXT_BYTES]
+    tokens += [left + right for left, right in MERGES if left + right not in tokens]
+    return [*tokens, *SPECIAL_TOKENS]
+
+
+class _RandomWeights:
+    """Seeded small normal weights, drawn in call order."""
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng(SEED)
+
+    def matrix(self, rows: int, columns: int) -> Weights:
+        return (self._rng.standard_normal((rows, columns)) * 0.02).astype(np.float32)
+
+    @staticmethod
+    def ones(size: int) -> Weights:
+        return np.ones(size, dtype=np.float32)
+
+
+def write_tiny_gguf(path: Path) -> Path:
+    """Write the tiny model as a GGUF file for llama-server (~0.5 MB, all f32); returns ``path``."""
+    tokens = _vocabulary()
+    weights = _RandomWeights()
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(N_CTX)
+    writer.add_embedding_length(SMALL_EMBD)
+    writer.add_block_count(N_LAYERS)
+    writer.add_feed_forward_length(N_FF)
+    writer.add_head_count(SMALL_HEADS)
+    writer.add_head_count_kv(SMALL_HEADS)
+    writer.add_rope_dimension_count(SMALL_EMBD // SMALL_HEADS)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(0)  # all f32
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [int(TokenType.CONTROL if token in SPECIAL_TOKENS else TokenType.NORMAL) for token in tokens]
+    )
+    writer.add_token_merges([f"{left} {right}" for left, right in MERGES])
+    writer.add_bos_token_id(tokens.index(BOS))
+    writer.add_eos_token_id(tokens.index(EOS))
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML_TEMPLATE)
+
+    # numpy shapes are (rows, columns): ggml's dimensions reversed.
+    writer.add_tensor("token_embd.weight", weights.matrix(len(tokens), SMALL_EMBD))
+    for layer in range(N_LAYERS):
+        block = f"blk.{layer}"
+        writer.add_tensor(f"{block}.attn_norm.weight", weights.ones(SMALL_EMBD))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(f"{block}.{name}.weight", weights.matrix(SMALL_EMBD, SMALL_EMBD))
+        writer.add_tensor(f"{block}.ffn_norm.weight", weights.ones(SMALL_EMBD))
+        writer.add_tensor(f"{block}.ffn_gate.weight", weights.matrix(N_FF, SMALL_EMBD))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights.matrix(N_FF, SMALL_EMBD))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights.matrix(SMALL_EMBD, N_FF))
+    writer.add_tensor("output_norm.weight", weights.ones(SMALL_EMBD))
+    writer.add_tensor("output.weight", weights.matrix(len(tokens), SMALL_EMBD))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_tiny_mlx_model(directory: Path) -> Path:
+    """Write the tiny model as a Hugging Face llama directory for mlx_lm.server; returns ``directory``."""
+    return _write_hf_llama(directory, SMALL_EMBD, SMALL_HEADS)
+
+
+def write_tiny_vllm_model(directory: Path) -> Path:
+    """Write the tiny model as a Hugging Face llama directory vLLM on CPU serves; returns ``directory``."""
+    return _write_hf_llama(directory, VLLM_EMBD, VLLM_HEADS)
+
+
+def _write_hf_llama(directory: Path, hidden: int, heads: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = _vocabulary()
+    bos_id, eos_id = tokens.index(BOS), tokens.index(EOS)
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "head_dim": hidden // heads,
+        "intermediate_size": N_FF,
+        "num_hidden_layers": N_LAYERS,
+        "max_position_embeddings": N_CTX,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "vocab_size": len(tokens),
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+    }
+    _write_json(directory / "config.json", config)
+    _write_json(directory / "generation_config.json", {"bos_token_id": bos_id, "eos_token_id": eos_id})
+    save_file(_hf_llama_weights(len(tokens), hidden), str(directory / "model.safetensors"))
+    _hf_tokenizer(tokens).save(str(directory / "tokenizer.json"))
+    _write_json(
+        directory / "tokenizer_config.json",
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": BOS,
+            "eos_token": EOS,
+            "pad_token": BOS,
+            "add_bos_token": False,
+            "model_max_length": N_CTX,
+            "chat_template": CHATML_TEMPLATE,
+        },
+    )
+    return directory
+
+
+def _hf_llama_weights(vocab_size: int, hidden: int) -> dict[str, Weights]:
+    weights = _RandomWeights()
+    tensors = {"model.embed_tokens.weight": weights.matrix(vocab_size, hidden)}
+    for layer in range(N_LAYERS):
+        prefix = f"model.layers.{layer}"
+        tensors[f"{prefix}.input_layernorm.weight"] = weights.ones(hidden)
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            tensors[f"{prefix}.self_attn.{name}.weight"] = weights.matrix(hidden, hidden)
+        tensors[f"{prefix}.post_attention_layernorm.weight"] = weights.ones(hidden)
+        tensors[f"{prefix}.mlp.gate_proj.weight"] = weights.matrix(N_FF, hidden)
+        tensors[f"{prefix}.mlp.up_proj.weight"] = weights.matrix(N_FF, hidden)
+        tensors[f"{prefix}.mlp.down_proj.weight"] = weights.matrix(hidden, N_FF)
+    tensors["model.norm.weight"] = weights.ones(hidden)
+    tensors["lm_head.weight"] = weights.matrix(vocab_size, hidden)
+    return tensors
+
+
+def _hf_tokenizer(tokens: list[str]) -> Tokenizer:
+    """The GGUF vocabulary as a byte-level BPE ``tokenizer.json``."""
+    vocab = {token: index for index, token in enumerate(tokens) if token not in SPECIAL_TOKENS}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=list(MERGES)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    # Added in id order, so each special token gets the id it has in the GGUF vocabulary.
+    tokenizer.add_special_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS]
+    )
+    return tokenizer
+
+
+def _write_json(path: Path, content: dict[str, object]) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
