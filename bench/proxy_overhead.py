@@ -33,6 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "tests" / "standin_backend.py"
 KEY = "bench-key"
+ROUNDS = 5
 NGINX_CONFIG = """
 worker_processes 1;
 pid {dir}/nginx.pid;
@@ -161,7 +162,9 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         backend_port = free_port()
-        stack.enter_context(process([sys.executable, str(STANDIN), "--port", str(backend_port), "--alias", "bench"]))
+        stack.enter_context(
+            process([sys.executable, str(STANDIN), "--port", str(backend_port), "--alias", "bench"])
+        )
         direct = f"http://127.0.0.1:{backend_port}"
         wait_until_up(direct + "/health")
         targets = {"direct": direct, "llamactl": start_llamactl(stack, workdir, backend_port)}
@@ -169,22 +172,34 @@ def main() -> None:
         if nginx is not None:
             targets["nginx"] = nginx
 
-        print(f"small requests, one at a time ({args.requests} each, after warm-up)")
+        # Rounds alternate between the targets, so a burst of load elsewhere on the
+        # machine hits all of them alike.
+        print(f"small requests, one at a time ({args.requests} each in {ROUNDS} rounds, after warm-up)")
         print(f"{'target':10} {'median ms':>10} {'p99 ms':>8} {'added median ms':>16}")
-        medians = {}
-        for name, base in targets.items():
-            times = asyncio.run(latencies(base, args.requests))
-            medians[name] = statistics.median(times)
-            p99 = statistics.quantiles(times, n=100)[-1]
-            added = (medians[name] - medians["direct"]) * 1000
-            print(f"{name:10} {medians[name] * 1000:10.3f} {p99 * 1000:8.3f} {added:16.3f}")
+        times: dict[str, list[float]] = {name: [] for name in targets}
+        for _ in range(ROUNDS):
+            for name, base in targets.items():
+                times[name] += asyncio.run(latencies(base, args.requests // ROUNDS))
+        direct_median = statistics.median(times["direct"])
+        for name, samples in times.items():
+            median = statistics.median(samples)
+            p99 = statistics.quantiles(samples, n=100)[-1]
+            added = (median - direct_median) * 1000
+            print(f"{name:10} {median * 1000:10.3f} {p99 * 1000:8.3f} {added:16.3f}")
 
         for streams in (1, 32):
-            print(f"\nstreamed chunks per second, {streams} concurrent stream(s) of {args.stream_chunks} chunks")
+            print(
+                f"\nstreamed chunks per second, {streams} concurrent stream(s) of {args.stream_chunks} chunks"
+            )
             print(f"{'target':10} {'chunks/s':>10} {'x direct':>9}")
-            rates = {name: asyncio.run(chunk_rate(base, streams, args.stream_chunks)) for name, base in targets.items()}
-            for name, rate in rates.items():
-                print(f"{name:10} {rate:10.0f} {rate / rates['direct']:9.2f}")
+            rates: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(ROUNDS):
+                for name, base in targets.items():
+                    rates[name].append(asyncio.run(chunk_rate(base, streams, args.stream_chunks)))
+            direct_rate = statistics.median(rates["direct"])
+            for name, samples in rates.items():
+                rate = statistics.median(samples)
+                print(f"{name:10} {rate:10.0f} {rate / direct_rate:9.2f}")
 
 
 if __name__ == "__main__":
