@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from llamactl import __version__
+from llamactl.client import add_instance_commands, run_instance_command
 
 BACKEND_NAMES = ("llama-cpp", "mlx", "vllm")
 EXIT_BAD_INPUT = 2
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command_name is None:
         parser.print_help()
         return 0
-    handler = {"parse": _parse, "command": _command, "serve": _serve}[args.command_name]
+    handler = {"parse": _parse, "command": _command, "serve": _serve, "instances": run_instance_command}[
+        args.command_name
+    ]
     return handler(args)
 
 
@@ -39,6 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "SIGTERM or Ctrl-C, reload the config file's models on SIGHUP.",
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="the config file (default: searched)")
+
+    add_instance_commands(commands)
 
     parse = commands.add_parser(
         "parse",

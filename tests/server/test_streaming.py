@@ -4,71 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.instance.helpers import STANDIN, assert_none_alive
-
-MANAGEMENT = {"Authorization": "Bearer mgmt-key"}
-
-
-class Serve:
-    def __init__(self, process: subprocess.Popen[str], base_url: str, pids: Path) -> None:
-        self.process = process
-        self.base_url = base_url
-        self.pids = pids
-        self.client = httpx.Client(base_url=base_url, headers=MANAGEMENT, timeout=30)
-
-    def create(self, name: str, faults: str = "") -> None:
-        body = {
-            "backend_type": "llama_cpp",
-            "backend_options": {"model": "/m/tiny.gguf", "alias": "tiny"},
-            "environment": {"STANDIN_PIDS": str(self.pids), "STANDIN_FAULTS": faults},
-        }
-        assert self.client.post(f"/api/v1/instances/{name}", json=body).status_code == 201
-        assert self.client.post(f"/api/v1/instances/{name}/start").status_code == 200
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.serve_process import Serve, serve_process
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    port = free_port()
-    config = tmp_path / "llamactl.yaml"
-    config.write_text(
-        f"""
-data_dir: {tmp_path / "data"}
-server: {{port: {port}}}
-auth: {{management_keys: [mgmt-key]}}
-backends:
-  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
-instances: {{port_range: [18400, 18499]}}
-"""
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None and process.stderr.readline().startswith("llamactl: serving")
-    running = Serve(process, f"http://127.0.0.1:{port}", tmp_path / "pids")
-    yield running
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    assert_none_alive(running.pids)
+    with serve_process(tmp_path) as running:
+        yield running
 
 
 def stream_body(**extra: object) -> dict[str, object]:

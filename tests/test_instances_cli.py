@@ -1,0 +1,76 @@
+"""`llamactl instances …` against a running `llamactl serve`, as a user types it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.serve_process import MANAGEMENT_KEY, serve_process
+
+
+def llamactl(url: str, *args: str, key: str | None = MANAGEMENT_KEY) -> subprocess.CompletedProcess[str]:
+    auth = ["--key", key] if key else []
+    return subprocess.run(
+        [sys.executable, "-m", "llamactl", "instances", "--url", url, *auth, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_everyday_verbs(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as serve:
+        pids = serve.pids
+        created = llamactl(
+            serve.base_url,
+            "create",
+            "qwen",
+            "--",
+            f"STANDIN_PIDS={pids}",
+            "llama-server",
+            "-m",
+            "/m/q.gguf",
+            "-c",
+            "64",
+        )
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.splitlines()[0].split() == [
+            "NAME",
+            "BACKEND",
+            "STATUS",
+            "PORT",
+            "MODEL",
+            "SOURCE",
+        ]
+        assert created.stdout.splitlines()[1].split() == [
+            "qwen",
+            "llama_cpp",
+            "stopped",
+            "-",
+            "/m/q.gguf",
+            "api",
+        ]
+        started = llamactl(serve.base_url, "start", "qwen")
+        assert "running" in started.stdout
+        listed = llamactl(serve.base_url, "list")
+        assert listed.stdout.splitlines()[1].split()[:3] == ["qwen", "llama_cpp", "running"]
+        logs = llamactl(serve.base_url, "logs", "qwen", "-n", "5")
+        assert "standin: listening" in logs.stdout
+        busy = llamactl(serve.base_url, "delete", "qwen")
+        assert busy.returncode == 2 and "stop it before deleting" in busy.stderr
+        assert "stopped" in llamactl(serve.base_url, "stop", "qwen").stdout
+        assert llamactl(serve.base_url, "delete", "qwen").stdout == "deleted qwen\n"
+        assert llamactl(serve.base_url, "list").stdout.splitlines()[1:] == []
+
+
+def test_clear_errors(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as serve:
+        no_key = llamactl(serve.base_url, "list", key=None)
+        assert no_key.returncode == 2 and "management key" in no_key.stderr
+        bad_command = llamactl(serve.base_url, "create", "x", "--", "llama-server", "-c", "lots")
+        assert bad_command.returncode == 2 and "-c takes an integer" in bad_command.stderr
+        unknown = llamactl(serve.base_url, "create", "x", "--", "ollama", "serve")
+        assert unknown.returncode == 2 and "cannot tell the backend" in unknown.stderr
+    gone = llamactl("http://127.0.0.1:1", "list")
+    assert gone.returncode == 2 and "is `llamactl serve` running?" in gone.stderr
