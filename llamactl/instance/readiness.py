@@ -10,8 +10,9 @@ import httpx
 from llamactl.backends import ReadinessProbe
 from llamactl.instance.errors import StartFailed, StartTimedOut
 
-FIRST_POLL_DELAY = 0.02
-MAX_POLL_DELAY = 0.25
+FIRST_POLL_DELAY = 0.01
+MAX_POLL_DELAY = 0.05
+"""Polls stay tens of milliseconds apart: a tiny model is ready in well under a second."""
 REQUEST_TIMEOUT = 5.0
 
 

@@ -15,9 +15,8 @@ under any interpreter.
 """
 
 import os
-import selectors
+import select
 import signal
-import subprocess
 import sys
 import time
 
@@ -40,7 +39,10 @@ def main() -> int:
     grace = float(sys.argv[1])
     argv = sys.argv[sys.argv.index("--") + 1 :]
     try:
-        backend = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        # posix_spawn rather than subprocess: importing subprocess costs this start-up path.
+        backend = os.posix_spawnp(
+            argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+        )
     except OSError as error:
         print(f"llamactl: cannot start {argv[0]}: {error.strerror}", file=sys.stderr, flush=True)
         return 127
@@ -49,15 +51,24 @@ def main() -> int:
     # spawn: an ignored signal would be inherited by the backend.)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch = selectors.DefaultSelector()
-    watch.register(sys.stdin, selectors.EVENT_READ)
-    while backend.poll() is None:
-        if watch.select(timeout=0.2) and not os.read(sys.stdin.fileno(), 1):
+    watch = select.poll()
+    watch.register(sys.stdin.fileno(), select.POLLIN | select.POLLHUP)
+    # A pidfd turns the backend's exit into an event poll() waits for, with no polling delay.
+    backend_exit = os.pidfd_open(backend) if hasattr(os, "pidfd_open") else None
+    if backend_exit is not None:
+        watch.register(backend_exit, select.POLLIN)
+    while True:
+        pid, status = os.waitpid(backend, os.WNOHANG)
+        if pid == backend:
+            return exit_code(status)
+        events = dict(watch.poll(None if backend_exit is not None else 200))
+        if sys.stdin.fileno() in events and not os.read(sys.stdin.fileno(), 1):
             stop_group(grace)  # llamactl is gone
-            backend.wait()
-            break
-    code = backend.returncode
-    return 128 - code if code < 0 else code
+            return exit_code(os.waitpid(backend, 0)[1])
+
+
+def exit_code(status: int) -> int:
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
 if __name__ == "__main__":

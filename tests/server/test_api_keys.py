@@ -105,7 +105,7 @@ def test_the_database_files_hold_no_plaintext_key(tmp_path: Path, store: ApiKeyS
     assert tmp_path / "llamactl.db" in files
     contents = b"".join(path.read_bytes() for path in files)
     for key in [*keys, generated]:
-        secret = key.rsplit("-", 1)[-1]
+        secret = key.split("-", 2)[2]  # after "llamactl-<id>-" or "llamactl-mgmt-"; may hold "-"
         assert key.encode() not in contents
         assert secret.encode() not in contents
         assert hashlib.sha256(key.encode()).digest() in contents
