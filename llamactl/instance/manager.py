@@ -71,6 +71,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     status: InstanceStatus
     created: int
     options: InstanceOptions
+    served_model: str | None = None
+    """The ``model`` name the backend expects in OpenAI requests."""
     port: int | None = None
     pid: int | None = None
     """The backend's process group (its watchdog's PID) while it runs."""
@@ -94,6 +96,7 @@ class _Instance:
         self.name = record.name
         self.created = record.created
         self.options = record.options
+        self.served_model = served_model(record.options)
         self.declared = record.declared
         self.was_running = record.was_running
         self.log = log
@@ -194,6 +197,7 @@ class InstanceManager:
             instance.claimed_port = new_port
         changed = self._launch_for(instance, options) != self._launch_for(instance, instance.options)
         instance.options = options
+        instance.served_model = served_model(options)
         self._store.save_instance(instance.record())
         if changed and instance.status in (InstanceStatus.RUNNING, InstanceStatus.STARTING):
             await self.restart(name)
@@ -348,6 +352,7 @@ class InstanceManager:
             status=instance.status,
             created=int(instance.created),
             options=instance.options,
+            served_model=instance.served_model,
             port=instance.port,
             pid=instance.process.pid if instance.process is not None else None,
             declared=instance.declared,
@@ -515,6 +520,10 @@ class InstanceManager:
             self._instances[name].status = InstanceStatus.SHUTTING_DOWN  # no lease can start now
         await asyncio.gather(*(self._stop(self._instances[n], keep_was_running=False) for n in names))
         return names
+
+
+def served_model(options: InstanceOptions) -> str | None:
+    return get_backend(options.backend_type).served_model_name(options.typed_backend_options())
 
 
 class _Effective(msgspec.Struct, frozen=True):

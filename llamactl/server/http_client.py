@@ -34,6 +34,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
+        self.keep_alive = False
         self.lost: Exception | None = None
         self.closed = False
         self.wakeup = asyncio.Event()
@@ -78,6 +79,8 @@ class _Connection(asyncio.Protocol):
         self.wakeup.set()
 
     def on_message_complete(self) -> None:
+        # Asked here: once this callback returns, the parser has moved on to the next message.
+        self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
         self.wakeup.set()
 
@@ -95,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self.chunks.clear()
         self.buffered = 0
         self.complete = False
+        self.keep_alive = False
         self.wakeup.clear()
 
     def take(self) -> bytes | None:
@@ -117,7 +121,6 @@ class Response:
         self._connection = connection
         self.status: int = connection.parser.get_status_code()
         self.headers = connection.headers
-        self.keep_alive = connection.parser.should_keep_alive()
 
     def header(self, name: bytes) -> bytes | None:
         return next((value for key, value in self.headers if key.lower() == name), None)
@@ -144,7 +147,7 @@ class Response:
     def close(self) -> None:
         """Give the connection back when the answer was complete, else drop it."""
         connection = self._connection
-        if connection.complete and self.keep_alive and connection.lost is None:
+        if connection.complete and connection.keep_alive and connection.lost is None:
             self._pool.release(self._key, connection)
         elif connection.transport is not None:
             connection.transport.close()
