@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import msgspec
 
-from llamactl.backends import get_backend
 from llamactl.instance.manager import InstanceManager
 from llamactl.server.api_keys import Authenticator, AuthError, Principal
 from llamactl.server.errors import HttpError, classify, openai_body
@@ -56,10 +55,7 @@ class InferenceProxy:
             name, _, sub_model = requested.partition("/")
             self._check_permission(principal, name)
             async with self.manager.lease(name) as info:
-                backend = get_backend(info.options.backend_type)
-                served = sub_model or backend.served_model_name(
-                    backend.options_from_json(info.options.backend_options)
-                )
+                served = sub_model or info.served_model
                 if served is not None and served != requested:
                     members["model"] = msgspec.Raw(msgspec.json.encode(served))
                     body = msgspec.json.encode(members)
