@@ -1,6 +1,6 @@
 """How long `llamactl parse` takes to answer, against the interpreter's own start-up.
 
-    .venv/bin/python bench/cli_startup.py [--runs N]
+    .venv/bin/python -m bench.cli_startup [--runs N]
 
 Runs each command N times in a fresh process and prints the median and p90
 wall times, and each as a ratio of the baseline run in the same process:

@@ -1,6 +1,6 @@
 """Cold start: from a request to a stopped instance until its first byte, minus the backend's own start.
 
-    .venv/bin/python bench/cold_start.py [--runs N]
+    .venv/bin/python -m bench.cold_start [--runs N]
 
 The backend's own time to readiness is measured directly in the same run:
 spawn the stand-in and poll its /health every 5 ms until it answers 200. The

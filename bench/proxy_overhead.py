@@ -1,6 +1,6 @@
 """What llamactl's proxy costs, against direct access and nginx, measured in one run.
 
-    .venv/bin/python bench/proxy_overhead.py [--requests N] [--stream-chunks N]
+    .venv/bin/python -m bench.proxy_overhead [--requests N] [--stream-chunks N]
 
 Starts the stand-in backend (tests/standin_backend.py), `llamactl serve` with
 an instance on that backend, and nginx (Debian's package, if installed) as a
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,9 +29,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standin_backend.py"
-KEY = "bench-key"
+from bench.server_process import HEADERS, KEY, STANDIN, free_port, start_llamactl, wait_until_up
+
 ROUNDS = 5
 NGINX_CONFIG = """
 worker_processes 1;
@@ -55,25 +53,6 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_up(url: str, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, headers=headers, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
-
-
 @contextmanager
 def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -84,26 +63,14 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
         child.wait(timeout=30)
 
 
-def start_llamactl(stack: ExitStack, workdir: Path, backend_port: int) -> str:
-    port = free_port()
-    config = workdir / "llamactl.yaml"
-    config.write_text(
-        f"""
-data_dir: {workdir / "data"}
-server: {{port: {port}}}
-auth: {{management_keys: [{KEY}]}}
-backends:
-  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
-instances: {{port_range: [{backend_port + 1}, {backend_port + 50}]}}
-"""
-    )
-    stack.enter_context(process([sys.executable, "-m", "llamactl", "serve", "--config", str(config)]))
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {KEY}"}
-    wait_until_up(base + "/api/v1/version", headers)
+def start_llamactl_instance(stack: ExitStack, workdir: Path, backend_port: int) -> str:
+    """`llamactl serve` with a running instance "bench" on the stand-in; returns its base URL."""
+    server, base = start_llamactl(workdir, (backend_port + 1, backend_port + 50))
+    stack.callback(server.wait, 30)
+    stack.callback(server.terminate)
     body = {"backend_type": "llama_cpp", "backend_options": {"model": "/m/bench.gguf", "alias": "bench"}}
-    httpx.post(base + "/api/v1/instances/bench", json=body, headers=headers).raise_for_status()
-    httpx.post(base + "/api/v1/instances/bench/start", headers=headers, timeout=60).raise_for_status()
+    httpx.post(base + "/api/v1/instances/bench", json=body, headers=HEADERS).raise_for_status()
+    httpx.post(base + "/api/v1/instances/bench/start", headers=HEADERS, timeout=60).raise_for_status()
     return base
 
 
@@ -167,7 +134,7 @@ def main() -> None:
         )
         direct = f"http://127.0.0.1:{backend_port}"
         wait_until_up(direct + "/health")
-        targets = {"direct": direct, "llamactl": start_llamactl(stack, workdir, backend_port)}
+        targets = {"direct": direct, "llamactl": start_llamactl_instance(stack, workdir, backend_port)}
         nginx = start_nginx(stack, workdir, backend_port)
         if nginx is not None:
             targets["nginx"] = nginx

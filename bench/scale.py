@@ -1,6 +1,6 @@
 """llamactl with 200 configured (stopped) instances: list latency and idle memory.
 
-    .venv/bin/python bench/scale.py [--instances N] [--requests N]
+    .venv/bin/python -m bench.scale [--instances N] [--requests N]
 
 Prints the median and p99 latency of `GET /api/v1/instances` and `GET /v1/models`,
 each as a ratio of `GET /api/v1/version` (the same server doing almost nothing),
