@@ -102,11 +102,13 @@ class _Connection(asyncio.Protocol):
         self.wakeup.clear()
 
     def take(self) -> bytes | None:
+        """Everything received and not yet passed on, in one piece (one write to the client)."""
         if not self.chunks:
             return None
-        chunk = self.chunks.popleft()
-        self.buffered -= len(chunk)
-        if self.paused and self.buffered < PAUSE_ABOVE // 2 and self.transport is not None:
+        chunk = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
         return chunk
