@@ -159,8 +159,10 @@ def test_mlx_lm_server_pasted_and_chatted(server: Server, tmp_path_factory: pyte
 def test_vllm_pasted_and_chatted(server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
     model = write_tiny_vllm_model(tmp_path_factory.mktemp("vllm") / "model")
     command = (
-        "VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_TARGET_DEVICE=cpu "
-        f"vllm serve {model} --served-model-name tiny-vllm --enforce-eager --max-model-len 256"
+        "VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 "
+        f"vllm serve {model} --served-model-name tiny-vllm --enforce-eager --max-model-len 512"
+        # float32 as written: "auto" picks bfloat16, which oneDNN cannot run here without AVX-512
+        " --dtype float32"
     )
     server.paste("big", "vllm", command)
     started = server.api.post("/api/v1/instances/big/start")
