@@ -182,17 +182,21 @@ async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig])
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: None)
     source = loaded.path or "built-in defaults"
-    print(
-        f"llamactl: serving {len(service.manager.list_instances())} instances on "
-        f"http://{server_config.host}:{server_config.port} "
-        f"(config: {source}, database: {loaded.config.database.path})",
-        file=sys.stderr,
-        flush=True,
-    )
     try:
         # uvicorn handles SIGTERM and SIGINT: it stops accepting, lets requests in flight
         # finish within the grace, and returns.
-        await server.serve()
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:  # announced only once the port accepts connections
+            print(
+                f"llamactl: serving {len(service.manager.list_instances())} instances on "
+                f"http://{server_config.host}:{server_config.port} "
+                f"(config: {source}, database: {loaded.config.database.path})",
+                file=sys.stderr,
+                flush=True,
+            )
+        await serving
     finally:
         print("llamactl: stopping every backend", file=sys.stderr, flush=True)
         await service.close()

