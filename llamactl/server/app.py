@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llamactl.backends import BackendInputError
-from llamactl.instance.errors import InstanceError, InstanceNotFound
+from llamactl.instance.errors import InstanceError
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.status import InstanceStatus
 from llamactl.server.api_keys import Authenticator, AuthError
@@ -136,7 +136,7 @@ class LlamactlApp:
             host, port = self.manager.upstream_address(name)
             target = Target(host, port, with_query(rest or "/", scope))
             await self.upstream.forward(scope, receive, send, target, body, [], management_body)
-        except (HttpError, InstanceNotFound) as error:
+        except (HttpError, InstanceError) as error:
             await send_error(send, classify(error), management_body)
 
     async def models(self, request: Request) -> Response:

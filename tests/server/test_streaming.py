@@ -80,3 +80,19 @@ def test_sigterm_lets_the_request_in_flight_finish_then_stops_every_backend(serv
         rest = [line for line in lines if line.startswith("data: ")]
     assert rest[-1] == "data: [DONE]" and len(rest) == 6
     assert serve.process.wait(timeout=30) == 0
+
+
+def test_logs_follow_streams_new_lines_live(serve: Serve) -> None:
+    serve.create("alpha")
+    with serve.client.stream(
+        "GET", "/api/v1/instances/alpha/logs", params={"lines": 2, "follow": "true"}
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        tail = [next(lines) for _ in range(4)]  # two events, each followed by a blank line
+        assert [line for line in tail if line] and all(line.startswith("data: ") for line in tail if line)
+        assert serve.client.post("/api/v1/instances/alpha/restart").status_code == 200
+        live = ""
+        while "standin: listening" not in live:
+            live = next(lines)
+    assert live.startswith("data: ")
