@@ -30,6 +30,8 @@ class BackendSettings(msgspec.Struct, frozen=True):
 class LaunchCommand(msgspec.Struct, frozen=True):
     argv: list[str]
     environment: dict[str, str]
+    stop_argv: list[str] = []
+    """Run first when stopping: a container outlives its ``docker run`` client unless told to stop."""
 
 
 def launch_command(
@@ -62,7 +64,9 @@ def launch_command(
             docker.image,
             *backend.build_docker_arguments(typed),
         ]
-        return LaunchCommand(argv=argv, environment=dict(base_environment))
+        return LaunchCommand(
+            argv=argv, environment=dict(base_environment), stop_argv=["docker", "stop", f"llamactl-{name}"]
+        )
     command = options.command_override or settings.command
     argv = [command, *settings.args, *backend.build_arguments(typed)]
     return LaunchCommand(argv=argv, environment={**base_environment, **variables})

@@ -423,7 +423,7 @@ class InstanceManager:
         settings = self.settings.backends[instance.options.backend_type]
         command = launch_command(instance.name, instance.options, settings, self.settings.host, port)
         process = await BackendProcess.spawn(
-            command.argv, command.environment, instance.log, self.settings.stop_grace
+            command.argv, command.environment, instance.log, self.settings.stop_grace, command.stop_argv
         )
         instance.process = process
         ticks = start_ticks(process.pid)

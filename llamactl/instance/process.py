@@ -24,8 +24,9 @@ WATCHDOG = Path(__file__).with_name("watchdog.py")
 class BackendProcess:
     """A spawned backend. ``exited`` completes with the exit code when the process ends."""
 
-    def __init__(self, process: asyncio.subprocess.Process, log: InstanceLog) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, log: InstanceLog, stop_argv: list[str]) -> None:
         self._process = process
+        self._stop_argv = stop_argv
         self.pid = process.pid
         self.log = log
         self._drains = [
@@ -37,7 +38,12 @@ class BackendProcess:
 
     @classmethod
     async def spawn(
-        cls, argv: list[str], environment: Mapping[str, str], log: InstanceLog, stop_grace: float
+        cls,
+        argv: list[str],
+        environment: Mapping[str, str],
+        log: InstanceLog,
+        stop_grace: float,
+        stop_argv: list[str] | None = None,
     ) -> BackendProcess:
         log.write_marker("starting: " + subprocess.list2cmdline(argv))
         process = await asyncio.create_subprocess_exec(
@@ -55,7 +61,7 @@ class BackendProcess:
             env=dict(environment),
             start_new_session=True,
         )
-        return cls(process, log)
+        return cls(process, log, stop_argv or [])
 
     async def _wait(self) -> int:
         code = await self._process.wait()
@@ -76,6 +82,8 @@ class BackendProcess:
 
     async def stop(self, grace: float) -> int:
         """SIGTERM the group, SIGKILL it after ``grace`` seconds, reap, and return the exit code."""
+        if self.running and self._stop_argv:
+            await _run_bounded(self._stop_argv, grace)
         if self.running:
             self.signal_group(signal.SIGTERM)
             try:
@@ -83,6 +91,21 @@ class BackendProcess:
             except TimeoutError:
                 self.signal_group(signal.SIGKILL)
         return await self.exited
+
+
+async def _run_bounded(argv: list[str], timeout: float) -> None:
+    """Run a helper command (``docker stop``); its failure only means the signals below do the work."""
+    try:
+        helper = await asyncio.create_subprocess_exec(
+            *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+    except OSError:
+        return
+    try:
+        await asyncio.wait_for(helper.wait(), timeout)
+    except TimeoutError:
+        helper.kill()
+        await helper.wait()
 
 
 def start_ticks(pid: int) -> int | None:

@@ -76,6 +76,7 @@ def test_docker_run_passes_the_environment_into_the_container() -> None:
         "2",
     ]
     assert command.environment == {"PATH": "/bin"}
+    assert command.stop_argv == ["docker", "stop", "llamactl-chat"]
 
 
 def test_docker_from_the_backend_config_and_overridden_per_instance() -> None:

@@ -164,6 +164,41 @@ def test_a_crash_restarts_with_backoff_then_fails_past_max_restarts(tmp_path: Pa
     run(scenario)
 
 
+def test_a_slow_binding_backend_is_waited_for(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        m = manager(tmp_path)
+        await m.open()
+        m.create("alpha", standin_options(pids, "slow_bind=1.0"))
+        began = time.monotonic()
+        assert (await m.start("alpha")).status is InstanceStatus.RUNNING
+        assert time.monotonic() - began >= 1.0
+        await m.close()
+
+    run(scenario)
+
+
+def test_the_restart_counter_resets_after_a_stable_period(tmp_path: Path, pids: Path) -> None:
+    now = [0.0]
+
+    async def scenario() -> None:
+        m = manager(tmp_path, clock=lambda: now[0], stable_period=60.0)
+        await m.open()
+        m.create("alpha", standin_options(pids, "exit_after=0.3", max_restarts=1, restart_delay=0))
+        await m.start("alpha")
+        now[0] += 61  # ready for a stable minute before each crash: never "failed"
+        for crash in range(3):
+            while m.get("alpha").restarts != 1 or m.get("alpha").status is not InstanceStatus.RUNNING:
+                assert m.get("alpha").status is not InstanceStatus.FAILED, f"failed at crash {crash}"
+                await asyncio.sleep(0.01)
+            now[0] += 61
+            while m.get("alpha").status is InstanceStatus.RUNNING:
+                await asyncio.sleep(0.01)  # the next crash
+        assert len(recorded_pids(pids)) == 4
+        await m.close()
+
+    run(scenario)
+
+
 def test_a_stop_during_backoff_cancels_the_pending_restart(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
         m = manager(tmp_path)
