@@ -44,9 +44,22 @@ class Serve:
             assert self.client.post(f"/api/v1/instances/{name}/start").status_code == 200
 
 
+STANDIN_BACKENDS = f"""
+backends:
+  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
+instances: {{port_range: [18400, 18499]}}
+"""
+
+
 @contextmanager
-def serve_process(tmp_path: Path) -> Iterator[Serve]:
-    """`llamactl serve` on a free port; on exit, SIGTERM and a check that no backend is left."""
+def serve_process(
+    tmp_path: Path, config_tail: str = STANDIN_BACKENDS, stop_timeout: float = 30
+) -> Iterator[Serve]:
+    """`llamactl serve` on a free port; on exit, SIGTERM and a check that no stand-in is left.
+
+    ``config_tail`` is the YAML after ``data_dir``, ``server`` and ``auth``: by
+    default the stand-in as llama-cpp backend.
+    """
     port = free_port()
     config = tmp_path / "llamactl.yaml"
     config.write_text(
@@ -54,9 +67,7 @@ def serve_process(tmp_path: Path) -> Iterator[Serve]:
 data_dir: {tmp_path / "data"}
 server: {{port: {port}}}
 auth: {{management_keys: [{MANAGEMENT_KEY}]}}
-backends:
-  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
-instances: {{port_range: [18400, 18499]}}
+{config_tail}
 """
     )
     process = subprocess.Popen(
@@ -71,5 +82,5 @@ instances: {{port_range: [18400, 18499]}}
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
+            assert process.wait(timeout=stop_timeout) == 0
         assert_none_alive(running.pids)

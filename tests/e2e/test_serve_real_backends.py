@@ -7,8 +7,6 @@ by the module; vLLM is started once (about 20 s on these machines).
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +17,20 @@ import pytest
 
 from tests.e2e.test_lifecycle_real_backends import group_members
 from tests.e2e.tiny_models import write_tiny_gguf, write_tiny_mlx_model, write_tiny_vllm_model
-from tests.serve_process import free_port
+from tests.serve_process import MANAGEMENT_KEY, Serve, serve_process
 
 BIN = Path(sys.prefix) / "bin"
-MANAGEMENT_KEY = "e2e-management-key"
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen[str], base_url: str) -> None:
-        self.process = process
-        self.base_url = base_url
+    """A `llamactl serve` over the real backends, with the helpers these tests share."""
+
+    def __init__(self, serve: Serve) -> None:
+        self.base_url = serve.base_url
+        self.api = serve.client
+        self.api.timeout = httpx.Timeout(300)  # vLLM takes ~30 s to start here
         self.groups: list[int] = []
         """Process groups of the backends started, checked for leftovers at the end."""
-        self.api = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {MANAGEMENT_KEY}"}, timeout=300
-        )
 
     def paste(self, name: str, backend: str, command: str) -> dict[str, object]:
         parsed = self.api.post(f"/api/v1/backends/{backend}/parse-command", json={"command": command})
@@ -47,16 +44,7 @@ class Server:
         return openai.OpenAI(base_url=self.base_url + "/v1", api_key=key, max_retries=0, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    config = workdir / "llamactl.yaml"
-    config.write_text(
-        f"""
-data_dir: {workdir / "data"}
-server: {{port: {port}}}
-auth: {{management_keys: [{MANAGEMENT_KEY}]}}
+REAL_BACKENDS = f"""
 backends:
   llama-cpp: {{command: {BIN / "llama-server"}}}
   mlx: {{command: {BIN / "mlx_lm.server"}}}
@@ -65,17 +53,13 @@ instances:
   port_range: [18700, 18799]
   on_demand_start_timeout: 240
 """
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None and process.stderr.readline().startswith("llamactl: serving")
-    running = Server(process, f"http://127.0.0.1:{port}")
-    yield running
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serve_process(tmp_path_factory.mktemp("serve"), REAL_BACKENDS, stop_timeout=120) as serve:
+        running = Server(serve)
+        yield running
     assert [pid for group in running.groups for pid in group_members(group)] == []
 
 
