@@ -157,7 +157,9 @@ class InstanceManager:
             self._idle_task.cancel()
         stops = [self._stop(instance, keep_was_running=True) for instance in self._instances.values()]
         if stops:
-            await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), timeout)
+            # Past the timeout llamactl exits anyway, and the watchdogs take down what is left.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), timeout)
         self._store.close()
 
     # ------------------------------------------------------------------ definitions
