@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,19 @@ def manager(tmp_path: Path, clock: Any = None, **overrides: Any) -> InstanceMana
     if clock is None:
         return InstanceManager(settings(tmp_path, **overrides), store)
     return InstanceManager(settings(tmp_path, **overrides), store, clock=clock)
+
+
+@asynccontextmanager
+async def opened_manager(
+    tmp_path: Path, clock: Any = None, **overrides: Any
+) -> AsyncIterator[InstanceManager]:
+    """An opened manager over the stand-in, closed (every backend stopped) even when the test fails."""
+    opened = manager(tmp_path, clock, **overrides)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 def standin_options(pids: Path, faults: str = "", **instance_options: Any) -> InstanceOptions:

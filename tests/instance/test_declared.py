@@ -10,7 +10,7 @@ import pytest
 from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceConflict
 from llamactl.instance.status import InstanceStatus
-from tests.instance.helpers import alive, assert_none_alive, manager, recorded_pids, standin_options
+from tests.instance.helpers import alive, assert_none_alive, opened_manager, recorded_pids, standin_options
 
 
 def test_a_pasted_command_is_parsed_and_its_backend_told_by_the_executable() -> None:
@@ -63,36 +63,34 @@ def test_reconcile_creates_updates_removes_and_leaves_api_instances_alone(tmp_pa
     pids = tmp_path / "pids"
 
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("api-made", standin_options(pids))
-        first = declared_instances(
-            {
-                "keep": standin_declaration(pids),
-                "tune": standin_declaration(pids),
-                "drop": standin_declaration(pids),
-            }
-        )
-        report = await m.reconcile_declared(first)
-        assert report.created == ["keep", "tune", "drop"]
-        assert m.get("keep").declared and not m.get("api-made").declared
-        for name in ("keep", "tune", "drop"):
-            await m.start(name)
-        second = declared_instances(
-            {
-                "keep": standin_declaration(pids, idle_timeout=9),  # not a command change: no restart
-                "tune": standin_declaration(pids, "-c 256"),  # command change: restart
-                "new": standin_declaration(pids),
-            }
-        )
-        report = await m.reconcile_declared(second)
-        assert (report.created, report.updated, report.removed) == (["new"], ["keep", "tune"], ["drop"])
-        assert len(recorded_pids(pids)) == 4  # three starts, and tune's restart
-        assert [i.name for i in m.list_instances()] == ["api-made", "keep", "tune", "new"]
-        assert m.get("keep").options.idle_timeout == 9
-        assert m.get("tune").status is InstanceStatus.RUNNING
-        assert sum(alive(pid) for pid in recorded_pids(pids)) == 2  # keep and the new tune
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("api-made", standin_options(pids))
+            first = declared_instances(
+                {
+                    "keep": standin_declaration(pids),
+                    "tune": standin_declaration(pids),
+                    "drop": standin_declaration(pids),
+                }
+            )
+            report = await m.reconcile_declared(first)
+            assert report.created == ["keep", "tune", "drop"]
+            assert m.get("keep").declared and not m.get("api-made").declared
+            for name in ("keep", "tune", "drop"):
+                await m.start(name)
+            second = declared_instances(
+                {
+                    "keep": standin_declaration(pids, idle_timeout=9),  # not a command change: no restart
+                    "tune": standin_declaration(pids, "-c 256"),  # command change: restart
+                    "new": standin_declaration(pids),
+                }
+            )
+            report = await m.reconcile_declared(second)
+            assert (report.created, report.updated, report.removed) == (["new"], ["keep", "tune"], ["drop"])
+            assert len(recorded_pids(pids)) == 4  # three starts, and tune's restart
+            assert [i.name for i in m.list_instances()] == ["api-made", "keep", "tune", "new"]
+            assert m.get("keep").options.idle_timeout == 9
+            assert m.get("tune").status is InstanceStatus.RUNNING
+            assert sum(alive(pid) for pid in recorded_pids(pids)) == 2  # keep and the new tune
 
     asyncio.run(scenario())
     assert_none_alive(pids)
@@ -102,14 +100,14 @@ def test_a_clash_with_an_api_instance_changes_nothing(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
 
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("taken", standin_options(pids))
-        with pytest.raises(InstanceConflict, match="created through the API"):
-            await m.reconcile_declared(
-                declared_instances({"fresh": standin_declaration(pids), "taken": standin_declaration(pids)})
-            )
-        assert [i.name for i in m.list_instances()] == ["taken"]
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("taken", standin_options(pids))
+            with pytest.raises(InstanceConflict, match="created through the API"):
+                await m.reconcile_declared(
+                    declared_instances(
+                        {"fresh": standin_declaration(pids), "taken": standin_declaration(pids)}
+                    )
+                )
+            assert [i.name for i in m.list_instances()] == ["taken"]
 
     asyncio.run(scenario())

@@ -30,7 +30,14 @@ from llamactl.instance.process import group_is_alive, start_ticks
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.status import InstanceStatus
 from llamactl.instance.store import InstanceStore, ProcessRecord, StoreError
-from tests.instance.helpers import alive, assert_none_alive, manager, recorded_pids, standin_options
+from tests.instance.helpers import (
+    alive,
+    assert_none_alive,
+    manager,
+    opened_manager,
+    recorded_pids,
+    standin_options,
+)
 
 
 @pytest.fixture
@@ -51,128 +58,113 @@ async def chat(manager_: InstanceManager, name: str, **body: Any) -> httpx.Respo
 
 def test_start_means_ready_and_stop_leaves_nothing(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        created = m.create("alpha", standin_options(pids, "load_time=0.3"))
-        assert created.status is InstanceStatus.STOPPED
-        started = await m.start("alpha")
-        assert started.status is InstanceStatus.RUNNING
-        # running means the readiness probe passed: the backend answers at once
-        response = await chat(m, "alpha")
-        assert response.json()["choices"][0]["message"]["content"] == "hello"
-        [pid] = recorded_pids(pids)
-        began = time.monotonic()
-        stopped = await m.stop("alpha")
-        assert time.monotonic() - began < 1.5  # SIGTERM honoured: well inside the 2 s grace
-        assert stopped.status is InstanceStatus.STOPPED and stopped.port is None
-        assert not alive(pid)
-        log = "\n".join(m.log_tail("alpha", 50))
-        assert "starting:" in log and "exited with code" in log and "standin: listening" in log
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            created = m.create("alpha", standin_options(pids, "load_time=0.3"))
+            assert created.status is InstanceStatus.STOPPED
+            started = await m.start("alpha")
+            assert started.status is InstanceStatus.RUNNING
+            # running means the readiness probe passed: the backend answers at once
+            response = await chat(m, "alpha")
+            assert response.json()["choices"][0]["message"]["content"] == "hello"
+            [pid] = recorded_pids(pids)
+            began = time.monotonic()
+            stopped = await m.stop("alpha")
+            assert time.monotonic() - began < 1.5  # SIGTERM honoured: well inside the 2 s grace
+            assert stopped.status is InstanceStatus.STOPPED and stopped.port is None
+            assert not alive(pid)
+            log = "\n".join(m.log_tail("alpha", 50))
+            assert "starting:" in log and "exited with code" in log and "standin: listening" in log
 
     run(scenario)
 
 
 def test_concurrent_on_demand_requests_start_the_backend_once(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, "load_time=0.3"))
-        responses = await asyncio.gather(*(chat(m, "alpha") for _ in range(12)))
-        assert [r.status_code for r in responses] == [200] * 12
-        assert len(recorded_pids(pids)) == 1
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, "load_time=0.3"))
+            responses = await asyncio.gather(*(chat(m, "alpha") for _ in range(12)))
+            assert [r.status_code for r in responses] == [200] * 12
+            assert len(recorded_pids(pids)) == 1
 
     run(scenario)
 
 
 def test_on_demand_start_can_be_turned_off(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, on_demand_start=False))
-        with pytest.raises(NotStartable, match="on_demand_start is off"):
-            await chat(m, "alpha")
-        assert recorded_pids(pids) == []
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, on_demand_start=False))
+            with pytest.raises(NotStartable, match="on_demand_start is off"):
+                await chat(m, "alpha")
+            assert recorded_pids(pids) == []
 
     run(scenario)
 
 
 def test_never_ready_times_out_and_the_half_started_process_is_stopped(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path, start_timeout=1.0)
-        await m.open()
-        m.create("alpha", standin_options(pids, "never_healthy"))
-        with pytest.raises(StartTimedOut):
-            await chat(m, "alpha")
-        info = m.get("alpha")
-        assert info.status is InstanceStatus.FAILED and "ready in time" in (info.last_error or "")
-        assert not any(alive(pid) for pid in recorded_pids(pids))
-        await m.close()
+        async with opened_manager(tmp_path, start_timeout=1.0) as m:
+            m.create("alpha", standin_options(pids, "never_healthy"))
+            with pytest.raises(StartTimedOut):
+                await chat(m, "alpha")
+            info = m.get("alpha")
+            assert info.status is InstanceStatus.FAILED and "ready in time" in (info.last_error or "")
+            assert not any(alive(pid) for pid in recorded_pids(pids))
 
     run(scenario)
 
 
 def test_exit_during_start_fails_fast_with_the_last_log_lines(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path, start_timeout=30.0)
-        await m.open()
-        m.create("alpha", standin_options(pids, "exit_at_start=7"))
-        began = time.monotonic()
-        with pytest.raises(StartFailed, match="exited with code 7"):
-            await m.start("alpha")
-        assert time.monotonic() - began < 5  # not the 30 s deadline
-        info = m.get("alpha")
-        assert info.status is InstanceStatus.FAILED
-        assert any("exiting at start" in line for line in info.last_log_lines)
-        await m.close()
+        async with opened_manager(tmp_path, start_timeout=30.0) as m:
+            m.create("alpha", standin_options(pids, "exit_at_start=7"))
+            began = time.monotonic()
+            with pytest.raises(StartFailed, match="exited with code 7"):
+                await m.start("alpha")
+            assert time.monotonic() - began < 5  # not the 30 s deadline
+            info = m.get("alpha")
+            assert info.status is InstanceStatus.FAILED
+            assert any("exiting at start" in line for line in info.last_log_lines)
 
     run(scenario)
 
 
 def test_missing_executable_is_a_failed_start(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, command_override="/nonexistent/llama-server"))
-        with pytest.raises(StartFailed, match="exited with code 127"):
-            await m.start("alpha")
-        assert any("cannot start /nonexistent/llama-server" in line for line in m.get("alpha").last_log_lines)
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, command_override="/nonexistent/llama-server"))
+            with pytest.raises(StartFailed, match="exited with code 127"):
+                await m.start("alpha")
+            last_lines = m.get("alpha").last_log_lines
+            assert any("cannot start /nonexistent/llama-server" in line for line in last_lines)
 
     run(scenario)
 
 
 def test_a_crash_restarts_with_backoff_then_fails_past_max_restarts(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, "exit_after=0.2", max_restarts=2, restart_delay=0))
-        await m.start("alpha")
-        deadline = time.monotonic() + 15
-        while m.get("alpha").status is not InstanceStatus.FAILED and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        info = m.get("alpha")
-        assert info.status is InstanceStatus.FAILED
-        assert info.restarts == 2
-        assert len(recorded_pids(pids)) == 3  # the first start and two restarts
-        assert "exited unexpectedly with code 2" in (info.last_error or "")
-        assert any("crashing as asked" in line for line in info.last_log_lines)
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, "exit_after=0.2", max_restarts=2, restart_delay=0))
+            await m.start("alpha")
+            deadline = time.monotonic() + 15
+            while m.get("alpha").status is not InstanceStatus.FAILED and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            info = m.get("alpha")
+            assert info.status is InstanceStatus.FAILED
+            assert info.restarts == 2
+            assert len(recorded_pids(pids)) == 3  # the first start and two restarts
+            assert "exited unexpectedly with code 2" in (info.last_error or "")
+            assert any("crashing as asked" in line for line in info.last_log_lines)
 
     run(scenario)
 
 
 def test_a_slow_binding_backend_is_waited_for(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, "slow_bind=1.0"))
-        began = time.monotonic()
-        assert (await m.start("alpha")).status is InstanceStatus.RUNNING
-        assert time.monotonic() - began >= 1.0
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, "slow_bind=1.0"))
+            began = time.monotonic()
+            assert (await m.start("alpha")).status is InstanceStatus.RUNNING
+            assert time.monotonic() - began >= 1.0
 
     run(scenario)
 
@@ -181,81 +173,71 @@ def test_the_restart_counter_resets_after_a_stable_period(tmp_path: Path, pids: 
     now = [0.0]
 
     async def scenario() -> None:
-        m = manager(tmp_path, clock=lambda: now[0], stable_period=60.0)
-        await m.open()
-        m.create("alpha", standin_options(pids, "exit_after=0.3", max_restarts=1, restart_delay=0))
-        await m.start("alpha")
-        now[0] += 61  # ready for a stable minute before each crash: never "failed"
-        for crash in range(3):
-            while m.get("alpha").restarts != 1 or m.get("alpha").status is not InstanceStatus.RUNNING:
-                assert m.get("alpha").status is not InstanceStatus.FAILED, f"failed at crash {crash}"
-                await asyncio.sleep(0.01)
-            now[0] += 61
-            while m.get("alpha").status is InstanceStatus.RUNNING:
-                await asyncio.sleep(0.01)  # the next crash
-        assert len(recorded_pids(pids)) == 4
-        await m.close()
+        async with opened_manager(tmp_path, clock=lambda: now[0], stable_period=60.0) as m:
+            m.create("alpha", standin_options(pids, "exit_after=0.3", max_restarts=1, restart_delay=0))
+            await m.start("alpha")
+            now[0] += 61  # ready for a stable minute before each crash: never "failed"
+            for crash in range(3):
+                while m.get("alpha").restarts != 1 or m.get("alpha").status is not InstanceStatus.RUNNING:
+                    assert m.get("alpha").status is not InstanceStatus.FAILED, f"failed at crash {crash}"
+                    await asyncio.sleep(0.01)
+                now[0] += 61
+                while m.get("alpha").status is InstanceStatus.RUNNING:
+                    await asyncio.sleep(0.01)  # the next crash
+            assert len(recorded_pids(pids)) == 4
 
     run(scenario)
 
 
 def test_a_stop_during_backoff_cancels_the_pending_restart(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, "exit_after=0.1", restart_delay=30))
-        await m.start("alpha")
-        while m.get("alpha").status is not InstanceStatus.RESTARTING:
-            await asyncio.sleep(0.02)
-        assert (await m.stop("alpha")).status is InstanceStatus.STOPPED
-        await asyncio.sleep(0.3)
-        assert m.get("alpha").status is InstanceStatus.STOPPED
-        assert len(recorded_pids(pids)) == 1
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, "exit_after=0.1", restart_delay=30))
+            await m.start("alpha")
+            while m.get("alpha").status is not InstanceStatus.RESTARTING:
+                await asyncio.sleep(0.02)
+            assert (await m.stop("alpha")).status is InstanceStatus.STOPPED
+            await asyncio.sleep(0.3)
+            assert m.get("alpha").status is InstanceStatus.STOPPED
+            assert len(recorded_pids(pids)) == 1
 
     run(scenario)
 
 
 def test_a_clean_stop_never_restarts(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids))
-        await m.start("alpha")
-        await m.stop("alpha")
-        await asyncio.sleep(0.3)
-        assert m.get("alpha").status is InstanceStatus.STOPPED
-        assert len(recorded_pids(pids)) == 1
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids))
+            await m.start("alpha")
+            await m.stop("alpha")
+            await asyncio.sleep(0.3)
+            assert m.get("alpha").status is InstanceStatus.STOPPED
+            assert len(recorded_pids(pids)) == 1
 
     run(scenario)
 
 
 def test_sigterm_ignored_is_killed_after_the_grace_with_its_grandchild(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path, stop_grace=0.5)
-        await m.open()
-        m.create("alpha", standin_options(pids, "ignore_sigterm,fork_grandchild"))
-        await m.start("alpha")
-        backend, grandchild = recorded_pids(pids)
-        began = time.monotonic()
-        await m.stop("alpha")
-        assert time.monotonic() - began < 3
-        assert not alive(backend) and not alive(grandchild)
-        await m.close()
+        async with opened_manager(tmp_path, stop_grace=0.5) as m:
+            m.create("alpha", standin_options(pids, "ignore_sigterm,fork_grandchild"))
+            await m.start("alpha")
+            backend, grandchild = recorded_pids(pids)
+            began = time.monotonic()
+            await m.stop("alpha")
+            assert time.monotonic() - began < 3
+            assert not alive(backend) and not alive(grandchild)
 
     run(scenario)
 
 
 def test_a_flood_of_output_never_blocks_the_backend(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("alpha", standin_options(pids, "flood_logs=5000000"))
-        assert (await m.start("alpha")).status is InstanceStatus.RUNNING
-        assert (await chat(m, "alpha")).status_code == 200
-        assert any("truncated" in line for line in m.log_tail("alpha", 20))
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("alpha", standin_options(pids, "flood_logs=5000000"))
+            assert (await m.start("alpha")).status is InstanceStatus.RUNNING
+            assert (await chat(m, "alpha")).status_code == 200
+            assert any("truncated" in line for line in m.log_tail("alpha", 20))
 
     run(scenario)
 
@@ -264,22 +246,20 @@ def test_idle_stop_counts_from_the_end_of_the_last_request(tmp_path: Path, pids:
     now = [1000.0]
 
     async def scenario() -> None:
-        m = manager(tmp_path, clock=lambda: now[0])
-        await m.open()
-        m.create("idle", standin_options(pids, idle_timeout=1))
-        m.create("pinned", standin_options(pids, idle_timeout=0))
-        await m.start("idle")
-        await m.start("pinned")
-        async with m.lease("idle"):
-            now[0] += 3600  # a long request: never idle while it runs
+        async with opened_manager(tmp_path, clock=lambda: now[0]) as m:
+            m.create("idle", standin_options(pids, idle_timeout=1))
+            m.create("pinned", standin_options(pids, idle_timeout=0))
+            await m.start("idle")
+            await m.start("pinned")
+            async with m.lease("idle"):
+                now[0] += 3600  # a long request: never idle while it runs
+                assert await m.stop_idle() == []
+            now[0] += 59
             assert await m.stop_idle() == []
-        now[0] += 59
-        assert await m.stop_idle() == []
-        now[0] += 1
-        assert await m.stop_idle() == ["idle"]
-        assert m.get("idle").status is InstanceStatus.STOPPED
-        assert m.get("pinned").status is InstanceStatus.RUNNING
-        await m.close()
+            now[0] += 1
+            assert await m.stop_idle() == ["idle"]
+            assert m.get("idle").status is InstanceStatus.STOPPED
+            assert m.get("pinned").status is InstanceStatus.RUNNING
 
     run(scenario)
 
@@ -289,23 +269,21 @@ def test_lru_eviction_for_manual_and_on_demand_starts(tmp_path: Path, pids: Path
 
     async def scenario() -> None:
         limits = CapacityLimits(max_running=2, group_limits={}, lru_eviction=True)
-        m = manager(tmp_path, clock=lambda: now[0], limits=limits)
-        await m.open()
-        for name in ("a", "b", "c"):
-            m.create(name, standin_options(pids))
-        await m.start("a")
-        now[0] = 10
-        await m.start("b")
-        now[0] = 20
-        await chat(m, "a")  # a is now the most recently used
-        now[0] = 30
-        await chat(m, "c")  # on demand: evicts b
-        assert {i.name: i.status for i in m.list_instances()} == {
-            "a": InstanceStatus.RUNNING,
-            "b": InstanceStatus.STOPPED,
-            "c": InstanceStatus.RUNNING,
-        }
-        await m.close()
+        async with opened_manager(tmp_path, clock=lambda: now[0], limits=limits) as m:
+            for name in ("a", "b", "c"):
+                m.create(name, standin_options(pids))
+            await m.start("a")
+            now[0] = 10
+            await m.start("b")
+            now[0] = 20
+            await chat(m, "a")  # a is now the most recently used
+            now[0] = 30
+            await chat(m, "c")  # on demand: evicts b
+            assert {i.name: i.status for i in m.list_instances()} == {
+                "a": InstanceStatus.RUNNING,
+                "b": InstanceStatus.STOPPED,
+                "c": InstanceStatus.RUNNING,
+            }
 
     run(scenario)
 
@@ -313,21 +291,19 @@ def test_lru_eviction_for_manual_and_on_demand_starts(tmp_path: Path, pids: Path
 def test_a_busy_or_pinned_instance_is_never_evicted(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
         limits = CapacityLimits(max_running=1, group_limits={}, lru_eviction=True)
-        m = manager(tmp_path, limits=limits)
-        await m.open()
-        m.create("pinned", standin_options(pids, idle_timeout=0))
-        m.create("busy", standin_options(pids))
-        m.create("other", standin_options(pids))
-        await m.start("pinned")
-        with pytest.raises(LimitReached, match="pinned"):
-            await m.start("other")
-        await m.stop("pinned")
-        async with m.lease("busy"):
-            with pytest.raises(LimitReached, match="serving requests"):
+        async with opened_manager(tmp_path, limits=limits) as m:
+            m.create("pinned", standin_options(pids, idle_timeout=0))
+            m.create("busy", standin_options(pids))
+            m.create("other", standin_options(pids))
+            await m.start("pinned")
+            with pytest.raises(LimitReached, match="pinned"):
                 await m.start("other")
-        await m.start("other")  # busy is idle now: evicted
-        assert m.get("busy").status is InstanceStatus.STOPPED
-        await m.close()
+            await m.stop("pinned")
+            async with m.lease("busy"):
+                with pytest.raises(LimitReached, match="serving requests"):
+                    await m.start("other")
+            await m.start("other")  # busy is idle now: evicted
+            assert m.get("busy").status is InstanceStatus.STOPPED
 
     run(scenario)
 
@@ -335,20 +311,18 @@ def test_a_busy_or_pinned_instance_is_never_evicted(tmp_path: Path, pids: Path) 
 def test_group_limit(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
         limits = CapacityLimits(max_running=-1, group_limits={"gpu0": 1}, lru_eviction=True)
-        m = manager(tmp_path, limits=limits)
-        await m.open()
-        m.create("a", standin_options(pids, group="gpu0"))
-        m.create("b", standin_options(pids, group="gpu0"))
-        m.create("c", standin_options(pids))
-        await m.start("a")
-        await m.start("c")
-        await m.start("b")
-        assert [i.status for i in m.list_instances()] == [
-            InstanceStatus.STOPPED,
-            InstanceStatus.RUNNING,
-            InstanceStatus.RUNNING,
-        ]
-        await m.close()
+        async with opened_manager(tmp_path, limits=limits) as m:
+            m.create("a", standin_options(pids, group="gpu0"))
+            m.create("b", standin_options(pids, group="gpu0"))
+            m.create("c", standin_options(pids))
+            await m.start("a")
+            await m.start("c")
+            await m.start("b")
+            assert [i.status for i in m.list_instances()] == [
+                InstanceStatus.STOPPED,
+                InstanceStatus.RUNNING,
+                InstanceStatus.RUNNING,
+            ]
 
     run(scenario)
 
@@ -357,27 +331,23 @@ def test_instances_survive_a_restart_of_llamactl_and_running_ones_start_again(
     tmp_path: Path, pids: Path
 ) -> None:
     async def first_life() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("runs", standin_options(pids))
-        m.create("rests", standin_options(pids, idle_timeout=5))
-        m.create("no-restart", standin_options(pids, auto_restart=False))
-        await m.start("runs")
-        await m.start("no-restart")
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("runs", standin_options(pids))
+            m.create("rests", standin_options(pids, idle_timeout=5))
+            m.create("no-restart", standin_options(pids, auto_restart=False))
+            await m.start("runs")
+            await m.start("no-restart")
         assert not any(alive(pid) for pid in recorded_pids(pids))
 
     async def second_life() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        assert [i.name for i in m.list_instances()] == ["runs", "rests", "no-restart"]
-        assert m.get("rests").options.idle_timeout == 5
-        deadline = time.monotonic() + 10
-        while m.get("runs").status is not InstanceStatus.RUNNING and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert m.get("runs").status is InstanceStatus.RUNNING
-        assert m.get("no-restart").status is InstanceStatus.STOPPED
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            assert [i.name for i in m.list_instances()] == ["runs", "rests", "no-restart"]
+            assert m.get("rests").options.idle_timeout == 5
+            deadline = time.monotonic() + 10
+            while m.get("runs").status is not InstanceStatus.RUNNING and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert m.get("runs").status is InstanceStatus.RUNNING
+            assert m.get("no-restart").status is InstanceStatus.STOPPED
 
     run(first_life)
     run(second_life)
@@ -419,9 +389,8 @@ def test_a_new_llamactl_kills_process_groups_its_predecessor_left(tmp_path: Path
     store.close()
 
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        await m.close()
+        async with opened_manager(tmp_path):
+            pass  # opening is what cleans up the ledger
 
     run(scenario)
     assert leftover.wait(timeout=5) == -signal.SIGKILL
@@ -436,9 +405,8 @@ def test_a_recycled_pid_in_the_ledger_is_left_alone(tmp_path: Path) -> None:
         store.close()
 
         async def scenario() -> None:
-            m = manager(tmp_path)
-            await m.open()
-            await m.close()
+            async with opened_manager(tmp_path):
+                pass  # opening is what reads the ledger
 
         run(scenario)
         assert bystander.poll() is None
@@ -449,48 +417,46 @@ def test_a_recycled_pid_in_the_ledger_is_left_alone(tmp_path: Path) -> None:
 
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path, max_instances=2)
-        await m.open()
-        m.create("alpha", standin_options(pids))
-        with pytest.raises(InstanceConflict, match="already exists"):
+        async with opened_manager(tmp_path, max_instances=2) as m:
             m.create("alpha", standin_options(pids))
-        with pytest.raises(Exception, match="invalid instance name"):
-            m.create("no/slashes", standin_options(pids))
-        explicit = msgspec.structs.replace(standin_options(pids), backend_options={"model": "m", "port": 9})
-        with pytest.raises(InstanceConflict, match=r"outside instances\.port_range"):
-            m.create("beta", explicit)
-        m.create("beta", msgspec.structs.replace(explicit, backend_options={"model": "m", "port": 18500}))
-        with pytest.raises(InstanceConflict, match="max_instances"):
-            m.create("gamma", standin_options(pids))
-        await m.start("alpha")
-        with pytest.raises(InstanceConflict, match="stop it before deleting"):
-            await m.delete("alpha")
-        with pytest.raises(InstanceNotFound):
-            await m.start("nope")
-        assert [i.name for i in m.list_instances()] == ["alpha", "beta"]
-        assert m.get("alpha").status is InstanceStatus.RUNNING
-        await m.close()
+            with pytest.raises(InstanceConflict, match="already exists"):
+                m.create("alpha", standin_options(pids))
+            with pytest.raises(Exception, match="invalid instance name"):
+                m.create("no/slashes", standin_options(pids))
+            explicit = msgspec.structs.replace(
+                standin_options(pids), backend_options={"model": "m", "port": 9}
+            )
+            with pytest.raises(InstanceConflict, match=r"outside instances\.port_range"):
+                m.create("beta", explicit)
+            m.create("beta", msgspec.structs.replace(explicit, backend_options={"model": "m", "port": 18500}))
+            with pytest.raises(InstanceConflict, match="max_instances"):
+                m.create("gamma", standin_options(pids))
+            await m.start("alpha")
+            with pytest.raises(InstanceConflict, match="stop it before deleting"):
+                await m.delete("alpha")
+            with pytest.raises(InstanceNotFound):
+                await m.start("nope")
+            assert [i.name for i in m.list_instances()] == ["alpha", "beta"]
+            assert m.get("alpha").status is InstanceStatus.RUNNING
 
     run(scenario)
 
 
 def test_duplicate_explicit_ports_and_a_port_taken_by_another_program(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        with_port = msgspec.structs.replace(
-            standin_options(pids), backend_options={"model": "m", "port": 18600}
-        )
-        m.create("a", with_port)
-        with pytest.raises(InstanceConflict, match="already used by another instance"):
-            m.create("b", with_port)
-        with socket.socket() as squatter:
-            squatter.bind(("127.0.0.1", 18600))
-            squatter.listen()
-            with pytest.raises(StartFailed, match="in use by another program"):
-                await m.start("a")
-        assert (await m.start("a")).port == 18600
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            with_port = msgspec.structs.replace(
+                standin_options(pids), backend_options={"model": "m", "port": 18600}
+            )
+            m.create("a", with_port)
+            with pytest.raises(InstanceConflict, match="already used by another instance"):
+                m.create("b", with_port)
+            with socket.socket() as squatter:
+                squatter.bind(("127.0.0.1", 18600))
+                squatter.listen()
+                with pytest.raises(StartFailed, match="in use by another program"):
+                    await m.start("a")
+            assert (await m.start("a")).port == 18600
 
     run(scenario)
 
@@ -505,35 +471,31 @@ def test_a_corrupt_database_is_reported_not_replaced(tmp_path: Path) -> None:
 
 def test_update_restarts_a_running_instance_only_when_its_command_changes(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        options = standin_options(pids)
-        m.create("alpha", options)
-        await m.start("alpha")
-        await m.update("alpha", msgspec.structs.replace(options, idle_timeout=7))
-        assert len(recorded_pids(pids)) == 1
-        changed: InstanceOptions = msgspec.structs.replace(
-            options, backend_options={**options.backend_options, "ctx_size": 64}
-        )
-        info = await m.update("alpha", changed)
-        assert info.status is InstanceStatus.RUNNING
-        assert len(recorded_pids(pids)) == 2
-        assert not alive(recorded_pids(pids)[0])
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            options = standin_options(pids)
+            m.create("alpha", options)
+            await m.start("alpha")
+            await m.update("alpha", msgspec.structs.replace(options, idle_timeout=7))
+            assert len(recorded_pids(pids)) == 1
+            changed: InstanceOptions = msgspec.structs.replace(
+                options, backend_options={**options.backend_options, "ctx_size": 64}
+            )
+            info = await m.update("alpha", changed)
+            assert info.status is InstanceStatus.RUNNING
+            assert len(recorded_pids(pids)) == 2
+            assert not alive(recorded_pids(pids)[0])
 
     run(scenario)
 
 
 def test_declared_instances_cannot_be_edited_through_the_api(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
-        m = manager(tmp_path)
-        await m.open()
-        m.create("decl", standin_options(pids), declared=True)
-        with pytest.raises(InstanceConflict, match="declared in the config file"):
-            await m.update("decl", standin_options(pids))
-        with pytest.raises(InstanceConflict, match="declared in the config file"):
-            await m.delete("decl")
-        await m.close()
+        async with opened_manager(tmp_path) as m:
+            m.create("decl", standin_options(pids), declared=True)
+            with pytest.raises(InstanceConflict, match="declared in the config file"):
+                await m.update("decl", standin_options(pids))
+            with pytest.raises(InstanceConflict, match="declared in the config file"):
+                await m.delete("decl")
 
     run(scenario)
 
