@@ -67,6 +67,7 @@ class ManagerSettings(msgspec.Struct, frozen=True, kw_only=True):
 class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An instance as the API shows it."""
 
+    id: int
     name: str
     status: InstanceStatus
     created: int
@@ -93,6 +94,7 @@ class _Instance:
     """Mutable state of one instance; touched only by the manager, on its event loop."""
 
     def __init__(self, record: InstanceRecord, log: InstanceLog, now: float) -> None:
+        self.id = record.id
         self.name = record.name
         self.created = record.created
         self.options = record.options
@@ -116,7 +118,7 @@ class _Instance:
         self.last_log_lines: list[str] = []
 
     def record(self) -> InstanceRecord:
-        return InstanceRecord(self.name, self.created, self.options, self.was_running, self.declared)
+        return InstanceRecord(self.name, self.created, self.options, self.was_running, self.declared, self.id)
 
 
 class InstanceManager:
@@ -179,7 +181,7 @@ class InstanceManager:
             raise InstanceConflict(f"instances.max_instances ({limit}) reached", field="name")
         record = InstanceRecord(name=name, created=time.time(), options=options, declared=declared)
         instance = self._add(record)
-        self._store.save_instance(record)
+        instance.id = self._store.save_instance(record)
         return self._info(instance)
 
     async def update(self, name: str, options: InstanceOptions, from_config: bool = False) -> InstanceInfo:
@@ -350,6 +352,7 @@ class InstanceManager:
 
     def _info(self, instance: _Instance) -> InstanceInfo:
         return InstanceInfo(
+            id=instance.id,
             name=instance.name,
             status=instance.status,
             created=int(instance.created),

@@ -18,7 +18,8 @@ from llamactl.instance.options import InstanceOptions
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
-    name TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
     created REAL NOT NULL,
     options TEXT NOT NULL,
     was_running INTEGER NOT NULL DEFAULT 0,
@@ -44,6 +45,8 @@ class InstanceRecord(msgspec.Struct, frozen=True):
     """Running when last seen: started again at boot when auto_restart is set."""
     declared: bool = False
     """Declared in the config file's ``models:`` rather than created through the API."""
+    id: int = 0
+    """The Go llamactl's numeric instance ID (API keys' ``instance_ids``); 0 until stored."""
 
 
 class ProcessRecord(msgspec.Struct, frozen=True):
@@ -79,20 +82,23 @@ class InstanceStore:
 
     def load_instances(self) -> list[InstanceRecord]:
         rows = self._db.execute(
-            "SELECT name, created, options, was_running, declared FROM instances ORDER BY created"
+            "SELECT id, name, created, options, was_running, declared FROM instances ORDER BY created"
         ).fetchall()
         records = []
-        for name, created, options, was_running, declared in rows:
+        for instance_id, name, created, options, was_running, declared in rows:
             try:
                 decoded = msgspec.json.decode(options, type=InstanceOptions)
             except msgspec.DecodeError as error:
                 raise StoreError(
                     f"{self.path}: options of instance {name!r} are unreadable: {error}"
                 ) from None
-            records.append(InstanceRecord(name, created, decoded, bool(was_running), bool(declared)))
+            records.append(
+                InstanceRecord(name, created, decoded, bool(was_running), bool(declared), instance_id)
+            )
         return records
 
-    def save_instance(self, record: InstanceRecord) -> None:
+    def save_instance(self, record: InstanceRecord) -> int:
+        """Insert or update; returns the instance's ID."""
         self._db.execute(
             "INSERT INTO instances (name, created, options, was_running, declared) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT(name) DO UPDATE SET options=excluded.options,"
@@ -105,6 +111,9 @@ class InstanceStore:
                 int(record.declared),
             ),
         )
+        row = self._db.execute("SELECT id FROM instances WHERE name = ?", (record.name,)).fetchone()
+        instance_id: int = row[0]
+        return instance_id
 
     def delete_instance(self, name: str) -> None:
         self._db.execute("DELETE FROM instances WHERE name = ?", (name,))

@@ -75,6 +75,8 @@ class CreateKeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """Unix seconds; must be in the future."""
     instances: list[str] = []
     """Instance names a ``per_instance`` key may use."""
+    instance_ids: list[int] = []
+    """The Go llamactl's way to name them; the API turns IDs into names before ``create``."""
 
 
 class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,6 +29,11 @@ class ParseCommandRequest(msgspec.Struct, forbid_unknown_fields=True):
     command: str
 
 
+class KeyPermission(msgspec.Struct):
+    instance_id: int
+    instance_name: str
+
+
 class CreatedKey(ApiKeyInfo, frozen=True, kw_only=True):
     key: str
     """Shown once, here; only its hash is stored."""
@@ -94,6 +99,7 @@ class ManagementApi:
             Route("/api/v1/auth/keys", self.list_keys, methods=["GET"]),
             Route("/api/v1/auth/keys/{id:int}", self.get_key, methods=["GET"]),
             Route("/api/v1/auth/keys/{id:int}", self.delete_key, methods=["DELETE"]),
+            Route("/api/v1/auth/keys/{id:int}/permissions", self.key_permissions, methods=["GET"]),
         ]
 
     # ---------------------------------------------------------------- system
@@ -192,9 +198,17 @@ class ManagementApi:
 
     async def create_key(self, request: Request) -> Response:
         body = await read_json(request, CreateKeyRequest)
-        existing = {info.name for info in self.manager.list_instances()}
+        names_by_id = {info.id: info.name for info in self.manager.list_instances()}
+        for index, instance_id in enumerate(body.instance_ids):
+            if instance_id not in names_by_id:
+                raise HttpError(
+                    400, "invalid_request", f"instance_ids[{index}]: no instance with ID {instance_id}"
+                )
+        body = msgspec.structs.replace(
+            body, instances=[*body.instances, *(names_by_id[i] for i in body.instance_ids)], instance_ids=[]
+        )
         try:
-            info, key = self.keys.create(body, existing)
+            info, key = self.keys.create(body, set(names_by_id.values()))
         except KeyRequestError as error:
             raise HttpError(400, "invalid_request", str(error)) from None
         return json_response(CreatedKey(**msgspec.structs.asdict(info), key=key), status=201)
@@ -207,6 +221,20 @@ class ManagementApi:
             return json_response(self.keys.get(request.path_params["id"]))
         except KeyNotFound:
             raise HttpError(404, "not_found", f"no API key with id {request.path_params['id']}") from None
+
+    async def key_permissions(self, request: Request) -> Response:
+        """The instances a per_instance key may use, as the Go llamactl lists them."""
+        try:
+            info = self.keys.get(request.path_params["id"])
+        except KeyNotFound:
+            raise HttpError(404, "not_found", f"no API key with id {request.path_params['id']}") from None
+        ids_by_name = {instance.name: instance.id for instance in self.manager.list_instances()}
+        permissions = [
+            KeyPermission(instance_id=ids_by_name[name], instance_name=name)
+            for name in info.instances
+            if name in ids_by_name
+        ]
+        return json_response(permissions)
 
     async def delete_key(self, request: Request) -> Response:
         try:

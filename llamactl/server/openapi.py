@@ -14,7 +14,7 @@ from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
 from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
 from llamactl.server.errors import ManagementError, OpenAIError
-from llamactl.server.management import CreatedKey, ParseCommandRequest
+from llamactl.server.management import CreatedKey, KeyPermission, ParseCommandRequest
 
 
 class Operation(msgspec.Struct, frozen=True):
@@ -89,6 +89,13 @@ OPERATIONS = (
     Operation("get", "/api/v1/auth/keys", "Every key, without secrets", response=list[ApiKeyInfo]),
     Operation("get", "/api/v1/auth/keys/{id}", "One key", response=ApiKeyInfo, errors=(404,)),
     Operation("delete", "/api/v1/auth/keys/{id}", "Revoke a key", status=204, errors=(404,)),
+    Operation(
+        "get",
+        "/api/v1/auth/keys/{id}/permissions",
+        "The instances a per_instance key may use",
+        response=list[KeyPermission],
+        errors=(404,),
+    ),
 )
 
 

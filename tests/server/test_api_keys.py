@@ -198,8 +198,12 @@ def test_good_edges_are_accepted(store: ApiKeyStore) -> None:
 def test_the_body_decodes_with_defaults_and_refuses_unknown_fields() -> None:
     decoded = msgspec.json.decode(b'{"name": "ci"}', type=CreateKeyRequest)
     assert decoded == CreateKeyRequest(name="ci", permission_mode=PermissionMode.ALLOW_ALL)
-    with pytest.raises(msgspec.ValidationError, match="instance_ids"):
-        msgspec.json.decode(b'{"name": "ci", "instance_ids": [1]}', type=CreateKeyRequest)
+    with pytest.raises(msgspec.ValidationError, match="instance_names"):
+        msgspec.json.decode(b'{"name": "ci", "instance_names": ["a"]}', type=CreateKeyRequest)
+    # the Go llamactl's instance_ids decode; the API turns them into names
+    assert msgspec.json.decode(
+        b'{"name": "ci", "instance_ids": [1]}', type=CreateKeyRequest
+    ).instance_ids == [1]
     with pytest.raises(msgspec.ValidationError, match="permission_mode"):
         msgspec.json.decode(b'{"name": "ci", "permission_mode": "root"}', type=CreateKeyRequest)
 

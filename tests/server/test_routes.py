@@ -238,8 +238,24 @@ def test_api_keys_and_permissions(tmp_path: Path) -> None:
         )
         assert created.status_code == 201
         key, key_id = created.json()["key"], created.json()["id"]
+        permissions = await client.get(f"/api/v1/auth/keys/{key_id}/permissions", headers=MANAGEMENT)
+        mine_id = (await client.get("/api/v1/instances/mine", headers=MANAGEMENT)).json()["id"]
+        assert permissions.json() == [{"instance_id": mine_id, "instance_name": "mine"}]
+        # the Go llamactl's form: instance IDs
+        by_id = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "go", "permission_mode": "per_instance", "instance_ids": [mine_id]},
+            headers=MANAGEMENT,
+        )
+        assert by_id.status_code == 201 and by_id.json()["instances"] == ["mine"]
+        unknown_id = await client.post(
+            "/api/v1/auth/keys",
+            json={"name": "go", "permission_mode": "per_instance", "instance_ids": [999]},
+            headers=MANAGEMENT,
+        )
+        assert unknown_id.status_code == 400 and "instance_ids[0]" in unknown_id.json()["details"]
         listed = await client.get("/api/v1/auth/keys", headers=MANAGEMENT)
-        assert [k["name"] for k in listed.json()] == ["ci"] and "key" not in listed.json()[0]
+        assert [k["name"] for k in listed.json()] == ["go", "ci"] and "key" not in listed.json()[0]
         assert (await client.get(f"/api/v1/auth/keys/{key_id}", headers=MANAGEMENT)).status_code == 200
         inference = {"Authorization": f"Bearer {key}"}
         models = await client.get("/v1/models", headers=inference)
