@@ -27,7 +27,17 @@ from llamactl.server.errors import HttpError, classify, management_body, openai_
 from llamactl.server.inference import InferenceProxy
 from llamactl.server.management import ManagementApi, json_response
 from llamactl.server.openapi import docs_page, openapi_document
-from llamactl.server.upstream import Receive, Scope, Send, Target, Upstream, read_body, send_error, with_query
+from llamactl.server.upstream import (
+    Receive,
+    Scope,
+    Send,
+    Target,
+    Upstream,
+    key_headers,
+    read_body,
+    send_error,
+    with_query,
+)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 PROXY_MARKER = "/proxy"
@@ -116,11 +126,8 @@ class LlamactlApp:
     def _management_allowed(self, scope: Scope) -> bool:
         if scope["method"] == "OPTIONS":
             return True
-        headers = dict(scope["headers"])
         try:
-            self.auth.authenticate_management(
-                _text(headers.get(b"authorization")), _text(headers.get(b"x-api-key"))
-            )
+            self.auth.authenticate_management(*key_headers(scope))
         except AuthError:
             return False
         return True
@@ -146,8 +153,9 @@ class LlamactlApp:
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             )
         except AuthError as error:
-            body = openai_body(HttpError(error.status, "invalid_api_key", error.message))
-            return Response(body, status_code=error.status, media_type="application/json")
+            return Response(
+                openai_body(classify(error)), status_code=error.status, media_type="application/json"
+            )
         entries = [
             ModelEntry(id=info.name, created=info.created, status=info.status.value)
             for info in self.manager.list_instances()
@@ -174,10 +182,6 @@ class LlamactlApp:
             media_type="application/json",
             headers=retry_after(http_error),
         )
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
 
 
 def _host_allowed(scope: Scope) -> bool:

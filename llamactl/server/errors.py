@@ -18,6 +18,7 @@ from llamactl.instance.errors import (
     StartFailed,
     StartTimedOut,
 )
+from llamactl.server.api_keys import AuthError
 
 
 class HttpError(Exception):
@@ -32,6 +33,7 @@ class HttpError(Exception):
 
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
     (BackendInputError, 400, "invalid_request"),
+    (AuthError, 401, "invalid_api_key"),
     (InstanceNotFound, 404, "not_found"),
     (InstanceConflict, 409, "conflict"),
     (LimitReached, 503, "capacity_full"),
@@ -54,7 +56,11 @@ def classify(error: Exception) -> HttpError:
         return error
     for error_type, status, code in STATUS_BY_ERROR:
         if isinstance(error, error_type):
-            message = error.message if isinstance(error, (BackendInputError, InstanceError)) else str(error)
+            message = (
+                error.message
+                if isinstance(error, (BackendInputError, InstanceError, AuthError))
+                else str(error)
+            )
             return HttpError(status, code, message)
     raise error
 

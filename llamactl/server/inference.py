@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from llamactl.instance.manager import InstanceManager
-from llamactl.server.api_keys import Authenticator, AuthError, Principal
+from llamactl.server.api_keys import Authenticator, Principal
 from llamactl.server.errors import HttpError, classify, openai_body
 from llamactl.server.upstream import (
     ClientGone,
@@ -21,6 +21,7 @@ from llamactl.server.upstream import (
     Send,
     Target,
     Upstream,
+    key_headers,
     read_body,
     send_error,
     with_query,
@@ -81,10 +82,7 @@ class InferenceProxy:
             await self._fail(send, error)
 
     def _principal(self, scope: Scope) -> Principal:
-        headers = dict(scope["headers"])
-        return self.auth.authenticate_inference(
-            _header(headers, b"authorization"), _header(headers, b"x-api-key")
-        )
+        return self.auth.authenticate_inference(*key_headers(scope))
 
     def _check_permission(self, principal: Principal, name: str) -> None:
         if not self.auth.can_use(principal, name):
@@ -100,16 +98,7 @@ class InferenceProxy:
         )
 
     async def _fail(self, send: Send, error: Exception) -> None:
-        if isinstance(error, AuthError):
-            http_error = HttpError(error.status, "invalid_api_key", error.message)
-        else:
-            http_error = classify(error)
-        await send_error(send, http_error, openai_body)
-
-
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return value.decode("latin-1") if value is not None else None
+        await send_error(send, classify(error), openai_body)
 
 
 def _json_object(body: bytes) -> RawBody:

@@ -17,6 +17,7 @@ from llamactl.instance.manager import InstanceManager, ReconcileReport
 from llamactl.instance.options import instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest, KeyNotFound, KeyRequestError
 from llamactl.server.errors import HttpError
+from llamactl.server.upstream import ClientGone, read_body
 
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 BACKEND_COMMAND_TIMEOUT = 30.0
@@ -44,17 +45,12 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 
 async def read_json(request: Request, body_type: type[T]) -> T:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MANAGEMENT_BODY_LIMIT:
-            raise HttpError(
-                413, "body_too_large", f"the body is over the limit of {MANAGEMENT_BODY_LIMIT} bytes"
-            )
-        chunks.append(chunk)
     try:
-        return msgspec.json.decode(b"".join(chunks), type=body_type, strict=False)
+        body = await read_body(request.receive, MANAGEMENT_BODY_LIMIT)
+    except ClientGone:
+        raise HttpError(400, "client_gone", "the client disconnected before its body was read") from None
+    try:
+        return msgspec.json.decode(body, type=body_type, strict=False)
     except msgspec.ValidationError as error:
         raise HttpError(400, "invalid_request", str(error)) from None
     except msgspec.DecodeError as error:

@@ -117,6 +117,17 @@ class Upstream:
                 response.close()  # reused only if the answer was complete
 
 
+def key_headers(scope: Scope) -> tuple[str | None, str | None]:
+    """The ``Authorization`` and ``X-API-Key`` headers of a request, the only places a key is read from."""
+    authorization = x_api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"x-api-key":
+            x_api_key = value.decode("latin-1")
+    return authorization, x_api_key
+
+
 def with_query(path: str, scope: Scope) -> str:
     query: bytes = scope.get("query_string", b"")
     return f"{path}?{query.decode('latin-1')}" if query else path
@@ -135,7 +146,7 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None
         message = await receive()
         if message["type"] == "http.disconnect":
             if task is not None:
-                task.cancel()  # the request's task: leaving `async with` closes the upstream connection
+                task.cancel()  # the request's task: its `finally` closes the upstream connection
             return
 
 
@@ -148,7 +159,9 @@ def _response_headers(
         if name.lower() not in HOP_BY_HOP and not name.lower().startswith(b"access-control-")
     ]
     if streaming:
-        headers += [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
+        headers.append((b"x-accel-buffering", b"no"))
+        if not any(name.lower() == b"cache-control" for name, _ in headers):
+            headers.append((b"cache-control", b"no-cache"))
     return headers + extra
 
 
