@@ -56,12 +56,6 @@ class _Connection(asyncio.Protocol):
         if not self.complete:
             self._fail(UpstreamClosed(f"the backend closed the connection: {exc or 'end of stream'}"))
 
-    def pause_writing(self) -> None:  # the request body is written in one piece; nothing to pause
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
