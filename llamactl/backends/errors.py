@@ -1,17 +1,17 @@
 """Errors of the backend layer: all are the user's input, never llamactl's fault."""
 
+from llamactl.errors import LlamactlError
 
-class BackendInputError(ValueError):
+
+class BackendInputError(LlamactlError, ValueError):
     """Input that cannot become backend options: a 400 at the API, exit 2 on the CLI.
 
     ``field`` names the option key, flag or shell construct at fault when there
     is one, so a client can point at it.
     """
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+    status = 400
+    code = "invalid_request"
 
 
 class CommandSyntaxError(BackendInputError):

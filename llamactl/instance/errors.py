@@ -1,32 +1,69 @@
-"""Errors of the instance layer. The server maps each class to one HTTP status."""
+"""Errors of the instance layer, each with the HTTP status the server answers."""
+
+from llamactl.errors import LlamactlError
+
+RETRY_AFTER_SECONDS = 5
 
 
-class InstanceError(Exception):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+class InstanceError(LlamactlError):
+    pass
 
 
 class InstanceNotFound(InstanceError):
-    """404."""
+    status = 404
+    code = "not_found"
 
 
 class InstanceConflict(InstanceError):
-    """409: duplicate name, max_instances, port in use, running instance deleted, declared instance edited."""
+    """Duplicate name, max_instances, port in use, running instance deleted, declared instance edited."""
+
+    status = 409
+    code = "conflict"
 
 
 class LimitReached(InstanceError):
-    """503: a start needs capacity (max_running_instances, a group limit) and nothing can be evicted."""
+    """A start needs capacity (max_running_instances, a group limit) and nothing can be evicted."""
+
+    status = 503
+    code = "capacity_full"
+    retry_after = RETRY_AFTER_SECONDS
 
 
 class StartFailed(InstanceError):
-    """503: the backend exited during start-up, its executable is missing, or its port is taken."""
+    """The backend exited during start-up, its executable is missing, or its port is taken."""
+
+    status = 503
+    code = "instance_start_failed"
+    retry_after = RETRY_AFTER_SECONDS
 
 
 class StartTimedOut(InstanceError):
-    """504: the backend did not become ready within the start deadline."""
+    """The backend did not become ready, or a queued request was not served, within the deadline."""
+
+    status = 504
+    code = "instance_start_timeout"
+    retry_after = RETRY_AFTER_SECONDS
 
 
 class NotStartable(InstanceError):
-    """503: the instance is not running and cannot be started now (on-demand start off, shutting down)."""
+    """The instance is not running and cannot be started now (on-demand start off, shutting down)."""
+
+    status = 503
+    code = "instance_unavailable"
+    retry_after = RETRY_AFTER_SECONDS
+
+
+class InstanceStopped(InstanceError):
+    """The instance a request waited for was stopped, deleted or removed on purpose."""
+
+    status = 503
+    code = "instance_stopped"
+    retry_after = RETRY_AFTER_SECONDS
+
+
+class QueueFull(InstanceError):
+    """A request queue (the instance's ``max_queue`` or ``instances.max_queue``) is full."""
+
+    status = 429
+    code = "queue_full"
+    retry_after = 1

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+from llamactl.errors import LlamactlError
 from llamactl.instance.store import StoreError
 
 KEY_PREFIX = "llamactl-"
@@ -91,26 +92,28 @@ class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     last_used_at: int | None
 
 
-class KeyRequestError(Exception):
+class KeyRequestError(LlamactlError):
     """A create request breaks a rule; ``field`` names the offending field."""
 
+    status = 400
+    code = "invalid_request"
+
     def __init__(self, message: str, field: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.message = message
-        self.field = field
+        super().__init__(f"{field}: {message}", field)
 
 
-class KeyNotFound(Exception):
+class KeyNotFound(LlamactlError):
+    status = 404
+    code = "not_found"
+
     def __init__(self, key_id: int) -> None:
-        super().__init__(f"API key {key_id} not found")
+        super().__init__(f"no API key with id {key_id}", "id")
         self.key_id = key_id
 
 
-class AuthError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class AuthError(LlamactlError):
+    status = 401
+    code = "invalid_api_key"
 
 
 class _CachedKey(msgspec.Struct, frozen=True):
@@ -391,7 +394,7 @@ class Authenticator:
         if not self.require_management:
             return
         if not self.management.matches(_presented_key(authorization, x_api_key)):
-            raise AuthError(401, "invalid API key")
+            raise AuthError("invalid API key")
 
     def authenticate_inference(self, authorization: str | None, x_api_key: str | None) -> Principal:
         if not self.require_inference:
@@ -401,7 +404,7 @@ class Authenticator:
             return Principal(management=True)
         info = self.store.verify(key)
         if info is None:
-            raise AuthError(401, "invalid API key")
+            raise AuthError("invalid API key")
         return Principal(api_key=info)
 
     def can_use(self, principal: Principal, instance_name: str) -> bool:
@@ -423,7 +426,7 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
     if not key and x_api_key:
         key = x_api_key.strip()
     if not key:
-        raise AuthError(401, "missing API key")
+        raise AuthError("missing API key")
     if len(key) > MAX_KEY_LENGTH:
-        raise AuthError(401, "invalid API key")
+        raise AuthError("invalid API key")
     return key

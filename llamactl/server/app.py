@@ -18,12 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.backends import BackendInputError
-from llamactl.instance.errors import InstanceError
+from llamactl.errors import LlamactlError
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.status import InstanceStatus
 from llamactl.server.api_keys import Authenticator, AuthError
-from llamactl.server.errors import HttpError, classify, management_body, openai_body, retry_after
+from llamactl.server.errors import HttpError, management_body, openai_body, retry_after
 from llamactl.server.inference import InferenceProxy
 from llamactl.server.management import ManagementApi, json_response
 from llamactl.server.openapi import docs_page, openapi_document
@@ -79,7 +78,7 @@ class LlamactlApp:
             Route("/api/v1/openapi.json", self.openapi, methods=["GET"]),
             Route("/api/v1/docs", self.docs, methods=["GET"]),
         ]
-        handled = (HttpError, BackendInputError, InstanceError, HTTPException)
+        handled = (LlamactlError, HTTPException)
         starlette = Starlette(
             routes=routes, exception_handlers=dict.fromkeys(handled, self._management_error)
         )
@@ -143,8 +142,8 @@ class LlamactlApp:
             host, port = self.manager.upstream_address(name)
             target = Target(host, port, with_query(rest or "/", scope))
             await self.upstream.forward(scope, receive, send, target, body, [], management_body)
-        except (HttpError, InstanceError) as error:
-            await send_error(send, classify(error), management_body)
+        except LlamactlError as error:
+            await send_error(send, error, management_body)
 
     async def models(self, request: Request) -> Response:
         """Every instance the key may use, stopped ones included, with its status."""
@@ -153,9 +152,7 @@ class LlamactlApp:
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             )
         except AuthError as error:
-            return Response(
-                openai_body(classify(error)), status_code=error.status, media_type="application/json"
-            )
+            return Response(openai_body(error), status_code=error.status, media_type="application/json")
         entries = [
             ModelEntry(id=info.name, created=info.created, status=info.status.value)
             for info in self.manager.list_instances()
@@ -171,11 +168,12 @@ class LlamactlApp:
 
     async def _management_error(self, request: Request, error: Exception) -> Response:
         if isinstance(error, HTTPException):
-            http_error = HttpError(
+            http_error: LlamactlError = HttpError(
                 error.status_code, "not_found" if error.status_code == 404 else "error", error.detail
             )
         else:
-            http_error = classify(error)
+            assert isinstance(error, LlamactlError)  # the only other type registered above
+            http_error = error
         return Response(
             management_body(http_error),
             status_code=http_error.status,

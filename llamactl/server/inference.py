@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import msgspec
 
+from llamactl.errors import LlamactlError
 from llamactl.instance.manager import InstanceManager
 from llamactl.server.api_keys import Authenticator, Principal
-from llamactl.server.errors import HttpError, classify, openai_body
+from llamactl.server.errors import HttpError, openai_body
 from llamactl.server.upstream import (
     ClientGone,
     Receive,
@@ -65,8 +66,8 @@ class InferenceProxy:
                 )
         except ClientGone:
             return
-        except Exception as error:
-            await self._fail(send, error)
+        except LlamactlError as error:
+            await send_error(send, error, openai_body)
 
     async def llama_cpp(self, scope: Scope, receive: Receive, send: Send, name: str, path: str) -> None:
         """llama-server's own endpoints (``/props``, ``/slots``, ``/completion``, …), started on demand."""
@@ -78,8 +79,8 @@ class InferenceProxy:
                 await self._forward(scope, receive, send, info.options.backend_type.value, name, path, body)
         except ClientGone:
             return
-        except Exception as error:
-            await self._fail(send, error)
+        except LlamactlError as error:
+            await send_error(send, error, openai_body)
 
     def _principal(self, scope: Scope) -> Principal:
         return self.auth.authenticate_inference(*key_headers(scope))
@@ -96,9 +97,6 @@ class InferenceProxy:
         await self.upstream.forward(
             scope, receive, send, target, body, self.response_headers.get(backend_type, []), openai_body
         )
-
-    async def _fail(self, send: Send, error: Exception) -> None:
-        await send_error(send, classify(error), openai_body)
 
 
 def _json_object(body: bytes) -> RawBody:

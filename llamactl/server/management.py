@@ -15,7 +15,7 @@ from llamactl import __version__
 from llamactl.backends import get_backend, parse_command
 from llamactl.instance.manager import InstanceManager, ReconcileReport
 from llamactl.instance.options import instance_options_from_json
-from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest, KeyNotFound, KeyRequestError
+from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
 from llamactl.server.errors import HttpError
 from llamactl.server.upstream import ClientGone, read_body
 
@@ -203,27 +203,18 @@ class ManagementApi:
         body = msgspec.structs.replace(
             body, instances=[*body.instances, *(names_by_id[i] for i in body.instance_ids)], instance_ids=[]
         )
-        try:
-            info, key = self.keys.create(body, set(names_by_id.values()))
-        except KeyRequestError as error:
-            raise HttpError(400, "invalid_request", str(error)) from None
+        info, key = self.keys.create(body, set(names_by_id.values()))
         return json_response(CreatedKey(**msgspec.structs.asdict(info), key=key), status=201)
 
     async def list_keys(self, request: Request) -> Response:
         return json_response(self.keys.list())
 
     async def get_key(self, request: Request) -> Response:
-        try:
-            return json_response(self.keys.get(request.path_params["id"]))
-        except KeyNotFound:
-            raise HttpError(404, "not_found", f"no API key with id {request.path_params['id']}") from None
+        return json_response(self.keys.get(request.path_params["id"]))
 
     async def key_permissions(self, request: Request) -> Response:
         """The instances a per_instance key may use, as the Go llamactl lists them."""
-        try:
-            info = self.keys.get(request.path_params["id"])
-        except KeyNotFound:
-            raise HttpError(404, "not_found", f"no API key with id {request.path_params['id']}") from None
+        info = self.keys.get(request.path_params["id"])
         ids_by_name = {instance.name: instance.id for instance in self.manager.list_instances()}
         permissions = [
             KeyPermission(instance_id=ids_by_name[name], instance_name=name)
@@ -233,10 +224,7 @@ class ManagementApi:
         return json_response(permissions)
 
     async def delete_key(self, request: Request) -> Response:
-        try:
-            self.keys.delete(request.path_params["id"])
-        except KeyNotFound:
-            raise HttpError(404, "not_found", f"no API key with id {request.path_params['id']}") from None
+        self.keys.delete(request.path_params["id"])
         return Response(status_code=204)
 
 

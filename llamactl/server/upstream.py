@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from llamactl.errors import LlamactlError
 from llamactl.server.errors import HttpError, retry_after
 from llamactl.server.http_client import ConnectionPool, Response, UpstreamClosed
 
@@ -67,7 +68,7 @@ class Upstream:
         target: Target,
         body: bytes,
         response_headers: list[tuple[bytes, bytes]],
-        error_body: Callable[[HttpError], bytes],
+        error_body: Callable[[LlamactlError], bytes],
     ) -> None:
         """Send ``body`` to the backend with the client's method and headers; stream the answer back."""
         headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
@@ -165,7 +166,7 @@ def _response_headers(
     return headers + extra
 
 
-async def send_error(send: Send, error: HttpError, error_body: Callable[[HttpError], bytes]) -> None:
+async def send_error(send: Send, error: LlamactlError, error_body: Callable[[LlamactlError], bytes]) -> None:
     body = error_body(error)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(name.encode(), value.encode()) for name, value in retry_after(error).items()]

@@ -310,7 +310,7 @@ def test_openai_proxy_routes_rewrites_and_refuses(tmp_path: Path) -> None:
         for body, status, code in cases:
             response = await client.post("/v1/chat/completions", json=body, headers=MANAGEMENT)
             assert (response.status_code, response.json()["error"]["code"]) == (status, code)
-            assert set(response.json()["error"]) == {"message", "type", "code"}
+            assert set(response.json()["error"]) == {"message", "type", "code", "param"}  # OpenAI's own shape
         not_json = await client.post("/v1/chat/completions", content=b"[1, 2]", headers=MANAGEMENT)
         assert not_json.status_code == 400
         too_big = await client.post("/v1/chat/completions", content=b"x" * 200_000, headers=MANAGEMENT)
