@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -82,6 +82,31 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     restarts: int = 0
     last_error: str | None = None
     last_log_lines: list[str] = []
+
+
+class Leased(msgspec.Struct, frozen=True):
+    """A ready instance held for one request, and where its backend listens."""
+
+    info: InstanceInfo
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class WaitProgress(msgspec.Struct, frozen=True):
+    """What a request waiting for its instance is waiting for, reported every few seconds."""
+
+    instance: str
+    waited: float
+    """Seconds since the request arrived."""
+    message: str
+    """For people: ``starting qwen (12 s)``, ``queued behind 3 requests for qwen (4 s)``."""
+
+
+ProgressCallback = Callable[[WaitProgress], Awaitable[None]]
 
 
 class ReconcileReport(msgspec.Struct):
@@ -277,22 +302,29 @@ class InstanceManager:
         return await self.start(name)
 
     @contextlib.asynccontextmanager
-    async def lease(self, name: str) -> AsyncIterator[InstanceInfo]:
+    async def lease(
+        self, name: str, on_demand: bool = True, progress: ProgressCallback | None = None
+    ) -> AsyncIterator[Leased]:
         """Hold a ready instance for one request: started on demand, never stopped while held.
 
-        The idle clock restarts when the last lease is released.
+        ``on_demand=False`` never starts it (the instance proxy). ``progress`` is
+        called every few seconds while the request waits. The idle clock restarts
+        when the last lease is released.
         """
         instance = self._find(name)
         while instance.status is not InstanceStatus.RUNNING:
             if instance.status is InstanceStatus.SHUTTING_DOWN:
                 raise NotStartable(f"{name} is shutting down")
+            if not on_demand:
+                raise NotStartable(f"{name} is {instance.status.value}; start it first")
             if not self._effective(instance).on_demand_start:
                 raise NotStartable(f"{name} is {instance.status.value} and on_demand_start is off")
             await self._ensure_started(instance, on_demand=True)
         # Checked and taken with no await in between: a stop cannot slip in.
         instance.in_flight += 1
+        assert instance.port is not None  # running
         try:
-            yield self._info(instance)
+            yield Leased(self._info(instance), self.settings.host, instance.port)
         finally:
             instance.in_flight -= 1
             instance.last_used = self._clock()
@@ -302,17 +334,6 @@ class InstanceManager:
 
     def follow_log(self, name: str) -> AsyncIterator[str]:
         return self._find(name).log.follow()
-
-    def upstream_address(self, name: str) -> tuple[str, int]:
-        """Host and port of the instance's backend while it runs."""
-        instance = self._find(name)
-        if instance.port is None:
-            raise NotStartable(f"{name} is not running")
-        return self.settings.host, instance.port
-
-    def upstream_url(self, name: str) -> str:
-        host, port = self.upstream_address(name)
-        return f"http://{host}:{port}"
 
     # ------------------------------------------------------------------ internals
 

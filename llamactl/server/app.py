@@ -20,7 +20,6 @@ from starlette.routing import Route
 
 from llamactl.errors import LlamactlError
 from llamactl.instance.manager import InstanceManager
-from llamactl.instance.status import InstanceStatus
 from llamactl.server.api_keys import Authenticator, AuthError
 from llamactl.server.errors import HttpError, management_body, openai_body, retry_after
 from llamactl.server.inference import InferenceProxy
@@ -135,13 +134,10 @@ class LlamactlApp:
         """``/api/v1/instances/{name}/proxy/*``: straight to the backend's own API; never starts it."""
         name, _, rest = path.removeprefix("/api/v1/instances/").partition(PROXY_MARKER)
         try:
-            info = self.manager.get(name)
-            if info.status is not InstanceStatus.RUNNING:
-                raise HttpError(503, "instance_not_running", f"{name} is {info.status.value}; start it first")
             body = await read_body(receive, self.inference.max_body_bytes)
-            host, port = self.manager.upstream_address(name)
-            target = Target(host, port, with_query(rest or "/", scope))
-            await self.upstream.forward(scope, receive, send, target, body, [], management_body)
+            async with self.manager.lease(name, on_demand=False) as leased:
+                target = Target(leased.host, leased.port, with_query(rest or "/", scope))
+                await self.upstream.forward(scope, receive, send, target, body, [], management_body)
         except LlamactlError as error:
             await send_error(send, error, management_body)
 

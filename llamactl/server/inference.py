@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from llamactl.errors import LlamactlError
-from llamactl.instance.manager import InstanceManager
+from llamactl.instance.manager import InstanceManager, Leased
 from llamactl.server.api_keys import Authenticator, Principal
 from llamactl.server.errors import HttpError, openai_body
 from llamactl.server.upstream import (
@@ -56,14 +56,13 @@ class InferenceProxy:
             requested = _model(members)
             name, _, sub_model = requested.partition("/")
             self._check_permission(principal, name)
-            async with self.manager.lease(name) as info:
+            async with self.manager.lease(name) as leased:
+                info = leased.info
                 served = sub_model or info.served_model
                 if served is not None and served != requested:
                     members["model"] = msgspec.Raw(msgspec.json.encode(served))
                     body = msgspec.json.encode(members)
-                await self._forward(
-                    scope, receive, send, info.options.backend_type.value, name, scope["path"], body
-                )
+                await self._forward(scope, receive, send, leased, scope["path"], body)
         except ClientGone:
             return
         except LlamactlError as error:
@@ -75,8 +74,8 @@ class InferenceProxy:
             principal = self._principal(scope)
             self._check_permission(principal, name)
             body = await read_body(receive, self.max_body_bytes)
-            async with self.manager.lease(name) as info:
-                await self._forward(scope, receive, send, info.options.backend_type.value, name, path, body)
+            async with self.manager.lease(name) as leased:
+                await self._forward(scope, receive, send, leased, path, body)
         except ClientGone:
             return
         except LlamactlError as error:
@@ -90,13 +89,11 @@ class InferenceProxy:
             raise HttpError(403, "permission_denied", f"this key may not use instance {name!r}")
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, backend_type: str, name: str, path: str, body: bytes
+        self, scope: Scope, receive: Receive, send: Send, leased: Leased, path: str, body: bytes
     ) -> None:
-        host, port = self.manager.upstream_address(name)
-        target = Target(host, port, with_query(path, scope))
-        await self.upstream.forward(
-            scope, receive, send, target, body, self.response_headers.get(backend_type, []), openai_body
-        )
+        target = Target(leased.host, leased.port, with_query(path, scope))
+        extra_headers = self.response_headers.get(leased.info.options.backend_type.value, [])
+        await self.upstream.forward(scope, receive, send, target, body, extra_headers, openai_body)
 
 
 def _json_object(body: bytes) -> RawBody:

@@ -76,7 +76,7 @@ async def chat(m: InstanceManager, name: str, model: str, stream: bool = False) 
         "max_tokens": 4,
         "temperature": 0,
     }
-    async with m.lease(name), httpx.AsyncClient(base_url=m.upstream_url(name), timeout=60) as client:
+    async with m.lease(name) as leased, httpx.AsyncClient(base_url=leased.base_url, timeout=60) as client:
         if not stream:
             return await client.post("/v1/chat/completions", json=body)
         async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:

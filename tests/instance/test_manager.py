@@ -52,7 +52,7 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def chat(manager_: InstanceManager, name: str, **body: Any) -> httpx.Response:
-    async with manager_.lease(name), httpx.AsyncClient(base_url=manager_.upstream_url(name)) as client:
+    async with manager_.lease(name) as leased, httpx.AsyncClient(base_url=leased.base_url) as client:
         return await client.post("/v1/chat/completions", json={"model": "tiny", **body})
 
 
