@@ -325,7 +325,7 @@ def test_native_and_instance_proxy_routes(tmp_path: Path) -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
         await client.post("/api/v1/instances/alpha", json=standin_instance(tmp_path), headers=MANAGEMENT)
         not_running = await client.get("/api/v1/instances/alpha/proxy/health", headers=MANAGEMENT)
-        assert (not_running.status_code, error_of(not_running)) == (503, "instance_not_running")
+        assert (not_running.status_code, error_of(not_running)) == (503, "instance_unavailable")
         native = await client.get("/llama-cpp/alpha/v1/models", headers=MANAGEMENT)  # starts it on demand
         assert native.status_code == 200 and native.json()["data"][0]["id"] == "tiny"
         health = await client.get("/api/v1/instances/alpha/proxy/health", headers=MANAGEMENT)
