@@ -3,8 +3,9 @@
 The rules follow the backends' own parsers: a flag that takes a value consumes
 the next token whatever it looks like (``--seed -1``), ``--flag=value`` works
 for every flag, ``nargs='+'`` flags take tokens up to the next flag, and the
-last occurrence of a single-valued flag wins. Tokens the spec does not know are
-kept verbatim, in order, in ``extra_args``.
+last occurrence of a single-valued flag wins. Well-formed flags the spec does
+not know (a newer release's) are kept verbatim, in order, with their values, in
+``extra_args``; a malformed one (``---model``, ``--=x``) is refused, naming it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from llamactl.backends.cli_spec import CliSpec, FlagSpec
-from llamactl.backends.errors import OptionValueError
-from llamactl.backends.flag_values import describe, looks_like_flag, parse_token
+from llamactl.backends.errors import BackendInputError, OptionValueError
+from llamactl.backends.flag_values import describe, is_well_formed_flag, looks_like_flag, parse_token
+from llamactl.errors import echo
 
 BOOLEAN_WORDS = {"true": True, "false": False}
 
@@ -140,6 +142,12 @@ class _ArgumentReader:
 
     def _keep_unknown(self, token: str, has_inline: bool) -> None:
         """Keep an unknown flag and, unless it carries ``=value``, the values after it."""
+        if not is_well_formed_flag(token):
+            raise BackendInputError(
+                f"malformed flag {echo(token)}: a flag is - or -- and a name of letters, digits, "
+                "'-', '_' or '.'",
+                field=token,
+            )
         self.extra.append(token)
         if has_inline:
             return

@@ -11,6 +11,9 @@ from llamactl.backends.errors import OptionValueError
 INTEGER = re.compile(r"[+-]?\d+")
 DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# Every spelling of the pinned backends has this shape (vLLM's dotted ``-cc.mode`` included), so
+# an unknown flag without it (``---model``, ``--=x``, ``-=x``) is a typo, never a newer flag.
+WELL_FORMED_FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_.\-]*(=.*)?", re.DOTALL)
 
 KIND_NAMES = {
     "int": "an integer",
@@ -32,6 +35,11 @@ def describe(flag: FlagSpec) -> str:
 
 def looks_like_flag(token: str) -> bool:
     return token.startswith("-") and len(token) > 1 and not NEGATIVE_NUMBER.fullmatch(token)
+
+
+def is_well_formed_flag(token: str) -> bool:
+    """Whether ``token`` (with any ``=value``) is one or two dashes and a name a backend could know."""
+    return WELL_FORMED_FLAG.fullmatch(token) is not None
 
 
 def parse_token(flag: FlagSpec, spelling: str, token: str) -> int | float | str:

@@ -148,6 +148,36 @@ def test_unknown_flags_are_kept_verbatim_in_order_with_their_values() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("backend", "text", "token"),
+    [
+        ("llama-cpp", "llama-server ---model x.gguf", "---model"),
+        ("llama-cpp", "llama-server -m a --=x", "--=x"),
+        ("llama-cpp", "llama-server -m a -=x", "-=x"),
+        ("llama-cpp", "llama-server -m a --- x", "---"),
+        ("llama-cpp", "llama-server -m a '--a b'", "--a b"),
+        # after an unknown flag, a malformed token is not taken as its value
+        ("llama-cpp", "llama-server -m a --future-flag ---x", "---x"),
+        ("llama-cpp", "---ctx-size 4", "---ctx-size"),
+        ("vllm", "vllm serve m --=3", "--=3"),
+        ("mlx", "mlx_lm.server --model m ---port 1", "---port"),
+    ],
+)
+def test_malformed_flags_are_refused_with_the_token_named(backend: str, text: str, token: str) -> None:
+    with pytest.raises(BackendInputError) as caught:
+        parse_command(backend, text)
+    assert caught.value.field == token
+    assert f"malformed flag {token!r}" in caught.value.message
+
+
+def test_values_and_the_end_of_options_are_not_malformed_flags() -> None:
+    assert options("llama-cpp", "llama-server -a --- --future - --x= --y=-=z -- ") == {
+        "alias": "---",
+        "extra_args": ["--future", "-", "--x=", "--y=-=z"],
+    }
+    assert options("vllm", "vllm serve -- -") == {"model": "-"}
+
+
 def test_vllm_dotted_config_arguments_are_kept() -> None:
     assert options("vllm", "vllm serve m -cc.mode=3 --compilation-config.level 3")["extra_args"] == [
         "-cc.mode=3",
