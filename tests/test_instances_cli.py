@@ -72,5 +72,13 @@ def test_clear_errors(tmp_path: Path) -> None:
         assert bad_command.returncode == 2 and "-c takes an integer" in bad_command.stderr
         unknown = llamactl(serve.base_url, "create", "x", "--", "ollama", "serve")
         assert unknown.returncode == 2 and "cannot tell the backend" in unknown.stderr
+        far_port = llamactl(
+            serve.base_url, "create", "--backend", "llama-cpp", "x", "--", "llama-server", "--port", "70000"
+        )
+        assert far_port.returncode == 2 and "400: option port: Expected `int` <= 65535" in far_port.stderr
+        # the same from JSON: a bad request, not a conflict with the port range
+        body = {"backend_type": "llama_cpp", "backend_options": {"model": "a", "port": 70000}}
+        created = serve.client.post("/api/v1/instances/x", json=body)
+        assert created.status_code == 400 and created.json()["field"] == "port"
     gone = llamactl("http://127.0.0.1:1", "list")
     assert gone.returncode == 2 and "is `llamactl serve` running?" in gone.stderr

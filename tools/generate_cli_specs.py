@@ -319,6 +319,10 @@ PYTHON_TYPES: dict[str, str] = {
 }
 
 
+# Options whose values are narrower than their kind, as a constrained type of options_base.
+CONSTRAINED_TYPES: dict[str, str] = {"port": "Port", "host": "Host"}
+
+
 def finish(drafts: list[Draft], go_keys: dict[str, tuple[str, str]]) -> list[FlagSpec]:
     specs: list[FlagSpec] = []
     seen_keys: set[str] = set()
@@ -354,6 +358,8 @@ def field_type(flag: FlagSpec) -> str:
     if flag.choices and flag.kind in ("str", "int"):
         convert = int if flag.kind == "int" else str
         base = "Literal[" + ", ".join(repr(convert(c)) for c in flag.choices) + "]"
+    elif flag.key in CONSTRAINED_TYPES and flag.arity == "one" and not flag.repeated:
+        base = CONSTRAINED_TYPES[flag.key]
     else:
         base = PYTHON_TYPES[flag.kind]
     if flag.is_list:
@@ -377,6 +383,8 @@ def options_module(class_name: str, spec: CliSpec, source: str) -> str:
     body = "\n".join(fields)
     imports = ["from typing import Literal", ""] if "Literal[" in body else []
     imports += ["import msgspec", ""] if "msgspec.field" in body else []
+    used = sorted(name for name in set(CONSTRAINED_TYPES.values()) if f": {name} | None" in body)
+    base_names = ["BackendOptions", *used]
     header = [
         f'"""Options of {spec.program} {spec.version}: one optional field per flag.',
         "",
@@ -384,7 +392,7 @@ def options_module(class_name: str, spec: CliSpec, source: str) -> str:
         '"""',
         "",
         *imports,
-        "from llamactl.backends.options_base import BackendOptions",
+        f"from llamactl.backends.options_base import {', '.join(base_names)}",
         "",
         "",
         f"class {class_name}(BackendOptions, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):",

@@ -21,7 +21,7 @@ from llamactl.backends.argv_parser import parse_arguments
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.cli_spec import CliSpec, load_cli_spec
 from llamactl.backends.launcher import Launcher
-from llamactl.backends.option_input import options_from_mapping
+from llamactl.backends.option_input import options_from_mapping, options_from_values
 from llamactl.backends.options_base import BackendOptions
 
 
@@ -55,7 +55,7 @@ class Backend(ABC):
 
     def options_from_arguments(self, arguments: list[str]) -> BackendOptions:
         """Options from the server's own arguments (no executable, no environment)."""
-        return msgspec.convert(parse_arguments(self.spec, arguments), self.options_type)
+        return options_from_values(self.options_type, parse_arguments(self.spec, arguments))
 
     def options_from_json(self, mapping: Mapping[str, Any]) -> BackendOptions:
         return options_from_mapping(self.spec, self.options_type, mapping)

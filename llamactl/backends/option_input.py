@@ -4,6 +4,10 @@ Keys may use any spelling of a flag (the key, a long or short spelling, with
 dashes or underscores, with or without leading dashes); the Go llamactl's
 forms are accepted too: ``no_mmap: true`` for ``mmap: false``, a map for
 ``extra_args``, a string where a list is expected.
+
+Values narrower than their type (a port, a host) are checked by the options
+struct's constrained fields; ``port: 0`` asks for any free port, as for
+``bind(2)`` and the Go llamactl, so it is left unset and llamactl allocates one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from llamactl.backends.options_base import BackendOptions
 OptionsT = TypeVar("OptionsT", bound=BackendOptions)
 
 VALIDATION_PATH = re.compile(r" - at `\$\.([^`\[]+)")
+LISTEN_PORT = "port"
+ANY_PORT = 0
 
 
 def options_from_mapping(spec: CliSpec, options_type: type[OptionsT], mapping: Mapping[str, Any]) -> OptionsT:
@@ -43,8 +49,18 @@ def options_from_mapping(spec: CliSpec, options_type: type[OptionsT], mapping: M
         coerced = _coerce(flag, truth, value)
         if coerced is not None:
             values[flag.key] = coerced
+    return options_from_values(options_type, values, strict=False)
+
+
+def options_from_values(
+    options_type: type[OptionsT], values: dict[str, Any], strict: bool = True
+) -> OptionsT:
+    """The options struct of values by key (read from argv or JSON); a value out of range names its key."""
+    port = values.get(LISTEN_PORT)
+    if type(port) is int and port == ANY_PORT:
+        del values[LISTEN_PORT]
     try:
-        return msgspec.convert(values, options_type, strict=False)
+        return msgspec.convert(values, options_type, strict=strict)
     except msgspec.ValidationError as error:
         raise _validation_error(error) from None
 

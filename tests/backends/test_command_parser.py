@@ -211,6 +211,9 @@ def test_vllm_dotted_config_arguments_are_kept() -> None:
         ("vllm", "vllm chat m", "vllm needs the serve subcommand"),
         ("mlx", "mlx_lm.server --log-level LOUD", "--log-level takes one of DEBUG, INFO"),
         ("mlx", "ollama serve", "'ollama' is not a mlx_lm.server command"),
+        ("llama-cpp", "llama-server --port 70000", "option port: Expected `int` <= 65535"),
+        ("vllm", "vllm serve m --port -1", "option port: Expected `int` >= 1"),
+        ("mlx", "mlx_lm.server --host ''", "option host: Expected `str` of length >= 1"),
     ],
 )
 def test_bad_values_name_the_flag_and_what_it_takes(backend: str, text: str, message: str) -> None:
@@ -241,6 +244,9 @@ def test_errors_carry_the_option_key() -> None:
     with pytest.raises(OptionValueError) as caught:
         parse_command("llama-cpp", "llama-server --ctx-size big")
     assert caught.value.field == "ctx_size"
+    with pytest.raises(OptionValueError) as caught:
+        parse_command("llama-cpp", "llama-server --port 70000")
+    assert caught.value.field == "port"
 
 
 def test_unknown_backend_is_an_input_error() -> None:

@@ -81,6 +81,10 @@ def test_go_string_for_a_list_and_numbers_for_strings() -> None:
         ("llama-cpp", {"extra_args": "--x"}, "extra_args", "extra_args takes a list of argv tokens"),
         ("vllm", {"max_lora_rank": 7}, "max_lora_rank", "option max_lora_rank: Invalid enum value 7"),
         ("mlx", {"temp": [1]}, "temp", "option temp: Expected `float`, got `array`"),
+        ("llama-cpp", {"port": 70000}, "port", "option port: Expected `int` <= 65535"),
+        ("mlx", {"port": -1}, "port", "option port: Expected `int` >= 1"),
+        ("vllm", {"--port": "65536"}, "port", "option port: Expected `int` <= 65535"),
+        ("llama-cpp", {"host": ""}, "host", "option host: Expected `str` of length >= 1"),
     ],
 )
 def test_bad_json_options_name_the_key(
@@ -90,6 +94,14 @@ def test_bad_json_options_name_the_key(
         get_backend(backend).options_from_json(mapping)
     assert caught.value.field == field
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize("backend", ["llama-cpp", "mlx", "vllm"])
+def test_ports_one_to_65535_and_zero_asks_for_any(backend: str) -> None:
+    assert read(backend, {"port": 1, "host": "0.0.0.0"}) == {"port": 1, "host": "0.0.0.0"}
+    assert read(backend, {"port": 65535}) == {"port": 65535}
+    # as for bind(2) and the Go llamactl: no port of its own, so llamactl allocates one
+    assert read(backend, {"port": 0}) == {}
 
 
 def test_unknown_backend_name() -> None:

@@ -22,6 +22,8 @@ UNKNOWN_FLAG = st.from_regex(r"--zz-[a-z]{1,8}", fullmatch=True)
 def scalar(flag: FlagSpec, text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     if flag.choices:
         return st.sampled_from([int(c) if flag.kind == "int" else c for c in flag.choices])
+    if flag.key == "port":  # options_base.Port; the host is never empty, as no generated text is
+        return st.integers(1, 65535)
     if flag.kind == "int":
         return st.integers(-(2**40), 2**40)
     if flag.kind == "float":
