@@ -1,41 +1,76 @@
-"""The InstanceManager owns every instance, its state and its process. See design.md."""
+"""The InstanceManager: the registry of instances, their request queues and the swap scheduler.
+
+Each instance has a supervisor (``supervisor.py``) that owns its lifecycle
+(``lifecycle.py``: every status change goes through the pure transition
+table). The manager owns what spans instances: definitions (create, update,
+delete, reconcile), the request queue in front of every instance, and the
+scheduling decisions (``scheduling.py``: admit, start, swap out, refuse),
+made in one synchronous ``_schedule`` pass on the event loop after anything
+that can change them, so no decision is split by an ``await``. See design.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 
 from llamactl.backends import BackendType, get_backend
+from llamactl.errors import echo
 from llamactl.instance.errors import (
     InstanceConflict,
     InstanceError,
     InstanceNotFound,
+    InstanceStopped,
+    LimitReached,
     NotStartable,
+    QueueFull,
     StartFailed,
+    StartTimedOut,
 )
+from llamactl.instance.events import EventBus, EventKind
 from llamactl.instance.launch import BackendSettings, launch_command
+from llamactl.instance.lifecycle import (
+    CrashPolicy,
+    Drained,
+    Event,
+    Exited,
+    Lifecycle,
+    Phase,
+    Ready,
+    Restart,
+    Start,
+    Stop,
+    StopReason,
+    Then,
+)
+from llamactl.instance.lifecycle import StartFailed as StartFailedEvent
 from llamactl.instance.log_file import InstanceLog
 from llamactl.instance.options import InstanceOptions, check_instance_name
-from llamactl.instance.ports import PortAllocator, port_is_free
-from llamactl.instance.process import BackendProcess, kill_leftover_group, start_ticks
-from llamactl.instance.readiness import wait_until_ready
+from llamactl.instance.ports import PortAllocator
+from llamactl.instance.process import kill_leftover_group
 from llamactl.instance.scheduling import (
-    ActiveInstance,
+    Candidate,
     CapacityLimits,
     IdleCandidate,
+    Occupancy,
     idle_instances,
-    plan_evictions,
-    restart_delay,
+    plan_swaps,
 )
 from llamactl.instance.status import InstanceStatus
-from llamactl.instance.store import InstanceRecord, InstanceStore, ProcessRecord
+from llamactl.instance.store import InstanceRecord, InstanceStore
+from llamactl.instance.supervisor import ProcessSettings, Supervisor, SupervisorHooks
 
-FAILURE_LOG_LINES = 50
+logger = logging.getLogger("llamactl.instance")
+
+PROGRESS_INTERVAL = 3.0
+"""Seconds between progress reports to a waiting request (SSE keep-alive comments)."""
 
 
 class ManagerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,16 +85,21 @@ class ManagerSettings(msgspec.Struct, frozen=True, kw_only=True):
     default_on_demand_start: bool
     default_idle_timeout: int
     start_timeout: float
+    """Seconds a start may take, and a request may wait in a queue (``on_demand_start_timeout``)."""
     idle_check_interval: float
     logs_dir: Path
     log_max_bytes: int
     log_backups: int
     backends: dict[BackendType, BackendSettings]
     host: str = "127.0.0.1"
+    max_queue: int = 256
+    """Requests waiting over all instances; past it, 429."""
+    fairness_window: float = 10.0
+    """Seconds a request waits for a swap before the running instance stops taking new requests."""
     stop_grace: float = 10.0
     """Seconds between SIGTERM and SIGKILL."""
     drain_timeout: float = 30.0
-    """Seconds a stop waits for requests in flight."""
+    """Seconds a stop (not a swap) waits for requests in flight."""
     stable_period: float = 60.0
     """Seconds ready after which a crash counts as the first again."""
 
@@ -82,6 +122,9 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     restarts: int = 0
     last_error: str | None = None
     last_log_lines: list[str] = []
+    queued: int = 0
+    """Requests waiting for this instance."""
+    in_flight: int = 0
 
 
 class Leased(msgspec.Struct, frozen=True):
@@ -103,7 +146,7 @@ class WaitProgress(msgspec.Struct, frozen=True):
     waited: float
     """Seconds since the request arrived."""
     message: str
-    """For people: ``starting qwen (12 s)``, ``queued behind 3 requests for qwen (4 s)``."""
+    """For people: ``starting qwen (12 s)``, ``queued for qwen behind 3 requests (4 s)``."""
 
 
 ProgressCallback = Callable[[WaitProgress], Awaitable[None]]
@@ -115,8 +158,19 @@ class ReconcileReport(msgspec.Struct):
     removed: list[str] = []
 
 
+class _Waiter:
+    """A request (or an API start) waiting for its instance."""
+
+    def __init__(self, arrived: float, lease: bool, manual: bool) -> None:
+        self.arrived = arrived
+        self.lease = lease
+        """Takes a place in flight once admitted; an API start only waits for readiness."""
+        self.manual = manual
+        self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class _Instance:
-    """Mutable state of one instance; touched only by the manager, on its event loop."""
+    """One instance: its definition, its supervisor, its queue. Touched only on the event loop."""
 
     def __init__(self, record: InstanceRecord, log: InstanceLog, now: float) -> None:
         self.id = record.id
@@ -127,20 +181,21 @@ class _Instance:
         self.declared = record.declared
         self.was_running = record.was_running
         self.log = log
-        self.status = InstanceStatus.STOPPED
-        self.process: BackendProcess | None = None
-        self.port: int | None = None
         self.claimed_port: int | None = record.options.backend_options.get("port")
-        self.lock = asyncio.Lock()
-        self.start_task: asyncio.Task[None] | None = None
-        self.restart_task: asyncio.Task[None] | None = None
-        self.watch_task: asyncio.Task[None] | None = None
-        self.restarts = 0
-        self.ready_since: float | None = None
-        self.last_used = now
+        self.supervisor: Supervisor
+        self.queue: deque[_Waiter] = deque()
         self.in_flight = 0
-        self.last_error: str | None = None
-        self.last_log_lines: list[str] = []
+        self.owed = 0
+        """Requests that waited for the current start and are not yet admitted."""
+        self.closed_for: str | None = None
+        """Taking no new requests: draining to be swapped out for this instance."""
+        self.last_used = now
+        self.stop_waiters: list[asyncio.Future[None]] = []
+        self.published_load = (0, 0)
+
+    @property
+    def phase(self) -> Phase:
+        return self.supervisor.state.phase
 
     def record(self) -> InstanceRecord:
         return InstanceRecord(self.name, self.created, self.options, self.was_running, self.declared, self.id)
@@ -153,14 +208,24 @@ class InstanceManager:
         store: InstanceStore,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``clock`` drives the idle and least-recently-used decisions; deadlines use real time."""
+        """``clock`` drives the idle, fairness and least-recently-used decisions; deadlines use real time."""
         self.settings = settings
+        self.events = EventBus()
         self._store = store
         self._clock = clock
         self._ports = PortAllocator(*settings.port_range)
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         self._instances: dict[str, _Instance] = {}
+        self._process_settings = ProcessSettings(
+            host=settings.host,
+            stop_grace=settings.stop_grace,
+            start_timeout=settings.start_timeout,
+            drain_timeout=settings.drain_timeout,
+            stable_period=settings.stable_period,
+        )
         self._idle_task: asyncio.Task[None] | None = None
+        self._schedule_pending = False
+        self._wake: asyncio.TimerHandle | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ boot and shutdown
@@ -172,21 +237,32 @@ class InstanceManager:
             self._store.forget_process(leftover.name)
         for record in self._store.load_instances():
             self._add(record)
-        for instance in list(self._instances.values()):
-            if instance.was_running and self._effective(instance).auto_restart:
-                instance.start_task = asyncio.create_task(self._start(instance))
-        self._idle_task = asyncio.create_task(self._idle_loop())
+        for instance in self._instances.values():
+            if instance.was_running and self._policy(instance).auto_restart:
+                waiter = _Waiter(self._clock(), lease=False, manual=False)
+                waiter.admitted.add_done_callback(_log_boot_start(instance.name))
+                self._enqueue(instance, waiter)
+        self._idle_task = asyncio.create_task(self._idle_loop(), name="idle stop")
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop every backend (bounded), keeping which ones ran for the next boot."""
         self._closing = True
         if self._idle_task is not None:
             self._idle_task.cancel()
-        stops = [self._stop(instance, keep_was_running=True) for instance in self._instances.values()]
+        if self._wake is not None:
+            self._wake.cancel()
+        for instance in self._instances.values():
+            self._fail_waiters(instance, NotStartable("llamactl is shutting down"))
+        stops = [self._stop(instance, StopReason.SHUTDOWN) for instance in self._instances.values()]
         if stops:
             # Past the timeout llamactl exits anyway, and the watchdogs take down what is left.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), timeout)
+                results = await asyncio.wait_for(asyncio.gather(*stops, return_exceptions=True), timeout)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        logger.error("stopping a backend failed", exc_info=result)
+        for instance in self._instances.values():
+            await instance.supervisor.close()
         self._store.close()
 
     # ------------------------------------------------------------------ definitions
@@ -210,7 +286,7 @@ class InstanceManager:
         return self._info(instance)
 
     async def update(self, name: str, options: InstanceOptions, from_config: bool = False) -> InstanceInfo:
-        """Replace the options; a running instance restarts only if its command changed."""
+        """Replace the options; a running instance restarts (on its new port too) if its command changed."""
         instance = self._find(name)
         if instance.declared and not from_config:
             raise InstanceConflict(
@@ -221,15 +297,16 @@ class InstanceManager:
         if new_port != instance.claimed_port:
             if new_port is not None:
                 self._ports.claim(new_port, name)
-            if instance.claimed_port is not None:
-                self._ports.release(instance.claimed_port)
-            instance.claimed_port = new_port
+            old_port, instance.claimed_port = instance.claimed_port, new_port
+            # A port the backend still listens on stays reserved until the backend is gone.
+            if old_port is not None and old_port != instance.supervisor.port:
+                self._ports.release(old_port)
         changed = self._launch_for(instance, options) != self._launch_for(instance, instance.options)
         instance.options = options
         instance.served_model = served_model(options)
         self._store.save_instance(instance.record())
-        if changed and instance.status in (InstanceStatus.RUNNING, InstanceStatus.STARTING):
-            await self.restart(name)
+        if changed and instance.phase in (Phase.STARTING, Phase.RUNNING, Phase.DRAINING):
+            return await self.restart(name)
         return self._info(instance)
 
     async def delete(self, name: str, from_config: bool = False) -> None:
@@ -240,39 +317,34 @@ class InstanceManager:
                 field="name",
             )
         if from_config:
-            await self._stop(instance, keep_was_running=False)
-        elif instance.status not in (InstanceStatus.STOPPED, InstanceStatus.FAILED):
+            await self._stop(instance, StopReason.DELETED)
+        elif instance.phase not in (Phase.STOPPED, Phase.FAILED):
             raise InstanceConflict(
-                f"{name} is {instance.status.value}; stop it before deleting it", field="name"
+                f"{name} is {instance.supervisor.state.status.value}; stop it before deleting it",
+                field="name",
             )
+        self._fail_waiters(instance, InstanceStopped(f"{name} was deleted"))
         if instance.claimed_port is not None:
             self._ports.release(instance.claimed_port)
+        await instance.supervisor.close()
         instance.log.close()
         del self._instances[name]
         self._store.delete_instance(name)
+        self.events.publish(EventKind.STATUS, name, status="deleted", previous=instance.phase.value)
+        self._schedule()
 
     async def reconcile_declared(self, declared: dict[str, InstanceOptions]) -> ReconcileReport:
         """Make the declared instances match the config file's ``models:``.
 
         Creates what is new, updates what changed (a running instance restarts
         only if its command changed), stops and removes what the file no longer
-        declares, and never touches instances created through the API. Conflicts
-        are found before anything changes.
+        declares, and never touches instances created through the API. Every
+        conflict (names, ports, max_instances) is found before anything changes.
         """
-        clashes = [n for n in declared if n in self._instances and not self._instances[n].declared]
-        if clashes:
-            raise InstanceConflict(
-                f"models.{clashes[0]}: an instance of that name was created through the API; "
-                "rename one of them",
-                field="name",
-            )
-        new = [name for name in declared if name not in self._instances]
-        limit = self.settings.max_instances
-        if 0 <= limit < len(self._instances) + len(new):
-            raise InstanceConflict(f"instances.max_instances ({limit}) is too low for the declared instances")
+        self._check_declarations(declared)
         report = ReconcileReport()
         for name, options in declared.items():
-            if name in new:
+            if name not in self._instances:
                 self.create(name, options, declared=True)
                 report.created.append(name)
             elif self._instances[name].options != options:
@@ -283,23 +355,66 @@ class InstanceManager:
             report.removed.append(name)
         return report
 
+    def _check_declarations(self, declared: dict[str, InstanceOptions]) -> None:
+        clashes = [n for n in declared if n in self._instances and not self._instances[n].declared]
+        if clashes:
+            raise InstanceConflict(
+                f"models.{clashes[0]}: an instance of that name was created through the API; "
+                "rename one of them",
+                field="name",
+            )
+        kept = [i for i in self._instances.values() if not i.declared or i.name in declared]
+        limit = self.settings.max_instances
+        total = len(kept) + len([n for n in declared if n not in self._instances])
+        if 0 <= limit < total:
+            raise InstanceConflict(f"instances.max_instances ({limit}) is too low for the declared instances")
+        # The ports every instance will claim once the file is applied, API instances first.
+        owners: dict[int, str] = {}
+        claims = [(i.name, i.claimed_port) for i in self._instances.values() if not i.declared]
+        claims += [(name, options.backend_options.get("port")) for name, options in declared.items()]
+        low, high = self.settings.port_range
+        for name, port in claims:
+            if port is None:
+                continue
+            if not low <= port <= high:
+                raise InstanceConflict(
+                    f"models.{name}: port {port} is outside instances.port_range [{low}-{high}]", field="port"
+                )
+            if port in owners:
+                raise InstanceConflict(
+                    f"models.{name}: port {port} is already used by {owners[port]}", field="port"
+                )
+            owners[port] = name
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, name: str) -> InstanceInfo:
+        """Start (making room as the swap policy allows) and wait until ready or failed."""
         instance = self._find(name)
-        instance.restarts = 0
-        await self._ensure_started(instance)
+        if instance.phase in (Phase.BACKOFF, Phase.DRAINING, Phase.STOPPING):
+            # It holds its place already: start now (skipping a back-off), or again once stopped.
+            instance.supervisor.post(Start(manual=True))
+        if instance.phase is not Phase.RUNNING:
+            waiter = _Waiter(self._clock(), lease=False, manual=True)
+            self._enqueue(instance, waiter)
+            await self._await_admission(instance, waiter, None)
         return self._info(instance)
 
     async def stop(self, name: str) -> InstanceInfo:
         instance = self._find(name)
-        await self._stop(instance, keep_was_running=False)
+        await self._stop(instance, StopReason.API)
         return self._info(instance)
 
     async def restart(self, name: str) -> InstanceInfo:
+        """Stop and start again; requests waiting across a restart are served once it is ready."""
         instance = self._find(name)
-        await self._stop(instance, keep_was_running=False)
-        return await self.start(name)
+        if instance.phase in (Phase.STOPPED, Phase.FAILED, Phase.BACKOFF):
+            return await self.start(name)
+        waiter = _Waiter(self._clock(), lease=False, manual=True)
+        self._enqueue(instance, waiter)
+        instance.supervisor.post(Restart())
+        await self._await_admission(instance, waiter, None)
+        return self._info(instance)
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -307,33 +422,293 @@ class InstanceManager:
     ) -> AsyncIterator[Leased]:
         """Hold a ready instance for one request: started on demand, never stopped while held.
 
-        ``on_demand=False`` never starts it (the instance proxy). ``progress`` is
-        called every few seconds while the request waits. The idle clock restarts
-        when the last lease is released.
+        A request that cannot be served now waits in the instance's queue (FIFO)
+        for a start, a swap or a free place under ``max_concurrent``, at most
+        ``on_demand_start_timeout`` seconds. ``on_demand=False`` never starts
+        the instance (the instance proxy). ``progress`` is called every few
+        seconds while the request waits. The idle clock restarts when the last
+        lease is released.
         """
         instance = self._find(name)
-        while instance.status is not InstanceStatus.RUNNING:
-            if instance.status is InstanceStatus.SHUTTING_DOWN:
-                raise NotStartable(f"{name} is shutting down")
-            if not on_demand:
-                raise NotStartable(f"{name} is {instance.status.value}; start it first")
-            if not self._effective(instance).on_demand_start:
-                raise NotStartable(f"{name} is {instance.status.value} and on_demand_start is off")
-            await self._ensure_started(instance, on_demand=True)
-        # Checked and taken with no await in between: a stop cannot slip in.
-        instance.in_flight += 1
-        assert instance.port is not None  # running
+        if self._closing:
+            raise NotStartable("llamactl is shutting down")
+        if not self._can_admit(instance) or instance.queue:
+            if not on_demand and instance.phase is not Phase.RUNNING:
+                raise NotStartable(f"{name} is {instance.supervisor.state.status.value}; start it first")
+            if not self._can_start(instance):
+                raise NotStartable(
+                    f"{name} is {instance.supervisor.state.status.value} and on_demand_start is off"
+                )
+            waiter = _Waiter(self._clock(), lease=True, manual=False)
+            self._enqueue(instance, waiter)
+            await self._await_admission(instance, waiter, progress)
+        else:
+            instance.in_flight += 1  # checked and taken with no await in between
         try:
-            yield Leased(self._info(instance), self.settings.host, instance.port)
+            assert instance.supervisor.port is not None  # running, and held from here on
+            yield Leased(self._info(instance), self.settings.host, instance.supervisor.port)
         finally:
-            instance.in_flight -= 1
-            instance.last_used = self._clock()
+            self._release_lease(instance)
 
     def log_tail(self, name: str, lines: int) -> list[str]:
         return self._find(name).log.tail(lines)
 
     def follow_log(self, name: str) -> AsyncIterator[str]:
         return self._find(name).log.follow()
+
+    async def stop_idle(self) -> list[str]:
+        """Stop every running instance past its idle timeout; returns their names."""
+        candidates = [
+            IdleCandidate(
+                i.name, self._idle_timeout(i), bool(i.in_flight or i.queue or i.closed_for), i.last_used
+            )
+            for i in self._instances.values()
+            if i.phase is Phase.RUNNING
+        ]
+        names = idle_instances(candidates, self._clock())
+        await asyncio.gather(*(self._stop(self._instances[n], StopReason.IDLE) for n in names))
+        return names
+
+    async def settled(self) -> None:
+        """Wait until every supervisor has performed the effects posted so far (tests)."""
+        for instance in list(self._instances.values()):
+            await instance.supervisor.idle()
+
+    # ------------------------------------------------------------------ the request queue
+
+    def _can_admit(self, instance: _Instance) -> bool:
+        limit = instance.options.max_concurrent
+        return (
+            instance.phase is Phase.RUNNING
+            and instance.closed_for is None
+            and (limit is None or instance.in_flight < limit)
+        )
+
+    def _can_start(self, instance: _Instance) -> bool:
+        if self._closing:
+            return False
+        if instance.phase in (Phase.STOPPED, Phase.FAILED):
+            return self._on_demand_start(instance)
+        return True  # starting, running, stopping or restarting: it will be running again by itself
+
+    def _enqueue(self, instance: _Instance, waiter: _Waiter) -> None:
+        if waiter.lease:
+            limit = instance.options.max_queue
+            if limit is not None and len(instance.queue) >= limit:
+                raise QueueFull(f"the queue of {instance.name} is full (max_queue {limit})")
+            total = sum(len(i.queue) for i in self._instances.values())
+            if total >= self.settings.max_queue:
+                raise QueueFull(f"instances.max_queue ({self.settings.max_queue}) requests are waiting")
+        instance.queue.append(waiter)
+        self._schedule()
+
+    async def _await_admission(
+        self, instance: _Instance, waiter: _Waiter, progress: ProgressCallback | None
+    ) -> None:
+        """Wait for the scheduler to admit ``waiter``, report progress, and leave the queue on any exit."""
+        timeout = self.settings.start_timeout
+        deadline = time.monotonic() + timeout
+        admitted = False
+        try:
+            while not waiter.admitted.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartTimedOut(
+                        f"{instance.name} could not take the request within {timeout:g} s "
+                        f"(instances.on_demand_start_timeout); it is {self._describe(instance)}"
+                    )
+                await asyncio.wait([waiter.admitted], timeout=min(PROGRESS_INTERVAL, remaining))
+                if not waiter.admitted.done() and progress is not None:
+                    waited = self._clock() - waiter.arrived
+                    message = f"{self._describe(instance)} ({waited:.0f} s)"
+                    await progress(WaitProgress(instance.name, waited, message))
+            waiter.admitted.result()
+            admitted = True
+        finally:
+            if not admitted:
+                self._withdraw(instance, waiter)
+
+    def _withdraw(self, instance: _Instance, waiter: _Waiter) -> None:
+        """A waiter that gave up (timed out, disconnected) leaves the queue, or gives back its admission."""
+        if waiter in instance.queue:
+            instance.queue.remove(waiter)
+        elif (
+            waiter.lease
+            and waiter.admitted.done()
+            and not waiter.admitted.cancelled()
+            and waiter.admitted.exception() is None
+        ):
+            self._release_lease(instance)  # admitted, but gone before it could use the place
+            return
+        if not waiter.admitted.done():
+            waiter.admitted.cancel()
+        self._schedule()
+
+    def _release_lease(self, instance: _Instance) -> None:
+        instance.in_flight -= 1
+        instance.last_used = self._clock()
+        if instance.in_flight == 0 and instance.phase is Phase.DRAINING:
+            instance.supervisor.post(Drained(), instance.supervisor.generation)
+        self._schedule()
+
+    def _describe(self, instance: _Instance) -> str:
+        """What a request for ``instance`` is waiting for, in words."""
+        phase = instance.phase
+        if phase is Phase.RUNNING:
+            return f"queued for {instance.name} behind {instance.in_flight} requests in flight"
+        if phase is Phase.STARTING:
+            return f"starting {instance.name}"
+        if phase in (Phase.DRAINING, Phase.STOPPING):
+            restarting = instance.supervisor.state.then is Then.START
+            return f"waiting for {instance.name} to {'restart' if restarting else 'stop'}"
+        if phase is Phase.BACKOFF:
+            return f"waiting for {instance.name} to restart after a crash"
+        leaving = [i.name for i in self._instances.values() if i.closed_for == instance.name]
+        if leaving:
+            return f"waiting for {', '.join(leaving)} to finish its requests, to swap in {instance.name}"
+        return f"waiting for room to start {instance.name}"
+
+    def _fail_waiters(self, instance: _Instance, error: InstanceError) -> None:
+        while instance.queue:
+            waiter = instance.queue.popleft()
+            if not waiter.admitted.done():
+                waiter.admitted.set_exception(error)
+        instance.owed = 0
+
+    # ------------------------------------------------------------------ the scheduler
+
+    def _schedule(self) -> None:
+        """Run the scheduler soon, once however many changes ask for it."""
+        if not self._schedule_pending:
+            self._schedule_pending = True
+            asyncio.get_running_loop().call_soon(self._run_schedule)
+
+    def _run_schedule(self) -> None:
+        self._schedule_pending = False
+        try:
+            self._schedule_now()
+        except Exception:
+            logger.exception("the scheduler failed; it runs again at the next change")
+
+    def _schedule_now(self) -> None:
+        """Admit what can be served, then start, swap out and refuse as the swap policy says."""
+        for instance in self._instances.values():
+            self._admit(instance)
+        now = self._clock()
+        plan = plan_swaps(
+            [self._candidate(i) for i in self._instances.values()],
+            self.settings.limits,
+            now,
+            self.settings.fairness_window,
+        )
+        for name, reason in plan.refuse.items():
+            self._fail_waiters(self._instances[name], LimitReached(reason))
+        for instance in self._instances.values():
+            instance.closed_for = plan.close.get(instance.name)
+        for name in plan.start:
+            instance = self._instances[name]
+            manual = any(w.manual for w in instance.queue)
+            instance.supervisor.post(Start(manual=manual))
+        for victim, beneficiary in plan.stop.items():
+            instance = self._instances[victim]
+            logger.info("%s: swapped out for %s", victim, beneficiary)
+            instance.supervisor.post(Stop(StopReason.EVICTED, f"evicted for {beneficiary}"))
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        if plan.wake_at is not None:
+            delay = max(plan.wake_at - now, 0.0)
+            self._wake = asyncio.get_running_loop().call_later(delay, self._schedule)
+        for instance in self._instances.values():
+            load = (len(instance.queue), instance.in_flight)
+            if load != instance.published_load:
+                instance.published_load = load
+                self.events.publish(EventKind.QUEUE, instance.name, queued=load[0], in_flight=load[1])
+
+    def _admit(self, instance: _Instance) -> None:
+        while instance.queue and self._can_admit(instance):
+            waiter = instance.queue.popleft()
+            if waiter.admitted.done():
+                continue  # gave up already
+            if waiter.lease:
+                instance.in_flight += 1
+            instance.owed = max(instance.owed - 1, 0)
+            waiter.admitted.set_result(None)
+
+    def _candidate(self, instance: _Instance) -> Candidate:
+        phase = instance.phase
+        if phase in (Phase.STOPPED, Phase.FAILED):
+            occupancy = Occupancy.FREE
+        elif phase in (Phase.DRAINING, Phase.STOPPING) and instance.supervisor.state.then is not Then.START:
+            occupancy = Occupancy.LEAVING
+        else:
+            occupancy = Occupancy.HOLDING
+        live = [w for w in instance.queue if not w.admitted.done()]
+        return Candidate(
+            name=instance.name,
+            group=instance.options.group,
+            occupancy=occupancy,
+            running=phase is Phase.RUNNING,
+            restarting=phase is Phase.BACKOFF,
+            pinned=self._idle_timeout(instance) == 0,
+            in_flight=instance.in_flight,
+            queued=len(live),
+            oldest_arrival=live[0].arrived if live else None,
+            owed=instance.owed,
+            startable=not self._closing
+            and (self._on_demand_start(instance) or any(not w.lease for w in live)),
+            last_used=instance.last_used,
+        )
+
+    # ------------------------------------------------------------------ supervisor hooks
+
+    def _transitioned(self, instance: _Instance, old: Lifecycle, new: Lifecycle, event: Event) -> None:
+        reason = self._reason(instance, old, new, event)
+        self.events.publish(
+            EventKind.STATUS, instance.name, status=new.status.value, previous=old.status.value, reason=reason
+        )
+        if new.status is not old.status:
+            logger.info("%s: %s -> %s (%s)", instance.name, old.status.value, new.status.value, reason)
+        if new.phase is Phase.RUNNING:
+            instance.owed = len(instance.queue)
+            instance.last_used = self._clock()
+        elif new.phase is Phase.FAILED or (new.phase is Phase.STOPPING and new.then is Then.FAIL):
+            error = instance.supervisor.last_error or "the start failed"
+            self._fail_waiters(instance, StartFailed(f"{instance.name}: {error}"))
+        elif new.phase is Phase.STOPPING and old.phase is Phase.STARTING and new.then is Then.STOP:
+            self._fail_stopped_waiters(instance, new.stop_reason)
+        if new.phase in (Phase.STOPPED, Phase.FAILED):
+            if new.phase is Phase.STOPPED:
+                self._fail_stopped_waiters(instance, new.stop_reason)
+            waiters, instance.stop_waiters = instance.stop_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._schedule()
+
+    def _fail_stopped_waiters(self, instance: _Instance, reason: StopReason | None) -> None:
+        """Waiters for an instance stopped on purpose get a 503; after an idle stop or a swap they wait on."""
+        if reason in (StopReason.API, StopReason.RELOAD, StopReason.DELETED):
+            assert reason is not None
+            self._fail_waiters(instance, InstanceStopped(f"{instance.name} was stopped ({reason.value})"))
+        elif reason is StopReason.SHUTDOWN:
+            self._fail_waiters(instance, NotStartable("llamactl is shutting down"))
+
+    def _reason(self, instance: _Instance, old: Lifecycle, new: Lifecycle, event: Event) -> str:
+        match event:
+            case Start(manual=manual):
+                return "by API" if manual else "on demand"
+            case Stop(reason=reason, detail=detail):
+                return detail or reason.value
+            case Restart():
+                return "restart"
+            case Ready():
+                return "ready"
+            case StartFailedEvent(error=error):
+                return f"start failed: {error}"
+            case Exited(code=code):
+                return f"exited with code {code}" + (" (crashed)" if old.phase is Phase.RUNNING else "")
+        return type(event).__name__.lower()
 
     # ------------------------------------------------------------------ internals
 
@@ -346,217 +721,110 @@ class InstanceManager:
         instance = _Instance(record, log, self._clock())
         if instance.claimed_port is not None:
             self._ports.claim(instance.claimed_port, record.name)
+        instance.supervisor = Supervisor(
+            record.name,
+            self._process_settings,
+            self._hooks(instance),
+            log,
+            self._ports,
+            self._store,
+            self._clock,
+        )
         self._instances[record.name] = instance
         return instance
+
+    def _hooks(self, instance: _Instance) -> SupervisorHooks:
+        def persist(was_running: bool) -> None:
+            instance.was_running = was_running
+            if instance.name in self._instances:
+                self._store.save_instance(instance.record())
+
+        return SupervisorHooks(
+            options=lambda: instance.options,
+            backend_settings=lambda options: self.settings.backends[options.backend_type],
+            claimed_port=lambda: instance.claimed_port,
+            crash_policy=lambda: self._policy(instance),
+            in_flight=lambda: instance.in_flight,
+            persist=persist,
+            transitioned=lambda old, new, event: self._transitioned(instance, old, new, event),
+        )
 
     def _find(self, name: str) -> _Instance:
         try:
             return self._instances[name]
         except KeyError:
-            raise InstanceNotFound(f"no instance named {name!r}", field="name") from None
+            raise InstanceNotFound(f"no instance named {echo(name)}", field="name") from None
 
-    def _effective(self, instance: _Instance) -> _Effective:
+    async def _stop(self, instance: _Instance, reason: StopReason) -> None:
+        """Stop and wait until nothing runs (requests in flight get ``drain_timeout`` to finish)."""
+        if instance.phase in (Phase.STOPPED, Phase.FAILED):
+            instance.supervisor.post(Stop(reason))
+            return
+        done = asyncio.get_running_loop().create_future()
+        instance.stop_waiters.append(done)
+        instance.supervisor.post(Stop(reason))
+        await done
+
+    def _policy(self, instance: _Instance) -> CrashPolicy:
         options, s = instance.options, self.settings
-        return _Effective(
-            auto_restart=s.default_auto_restart if options.auto_restart is None else options.auto_restart,
+        return CrashPolicy(
+            auto_restart=not self._closing
+            and (s.default_auto_restart if options.auto_restart is None else options.auto_restart),
             max_restarts=s.default_max_restarts if options.max_restarts is None else options.max_restarts,
             restart_delay=s.default_restart_delay if options.restart_delay is None else options.restart_delay,
-            on_demand_start=s.default_on_demand_start
-            if options.on_demand_start is None
-            else options.on_demand_start,
-            idle_timeout=s.default_idle_timeout if options.idle_timeout is None else options.idle_timeout,
         )
 
+    def _on_demand_start(self, instance: _Instance) -> bool:
+        configured = instance.options.on_demand_start
+        return self.settings.default_on_demand_start if configured is None else configured
+
+    def _idle_timeout(self, instance: _Instance) -> int:
+        configured = instance.options.idle_timeout
+        return self.settings.default_idle_timeout if configured is None else configured
+
     def _launch_for(self, instance: _Instance, options: InstanceOptions) -> list[str]:
+        """The argv the options start, with the port they claim (0 for an allocated one)."""
         settings = self.settings.backends[options.backend_type]
-        return launch_command(instance.name, options, settings, self.settings.host, 0, {}).argv
+        port = options.backend_options.get("port") or 0
+        return launch_command(instance.name, options, settings, self.settings.host, port, {}).argv
 
     def _info(self, instance: _Instance) -> InstanceInfo:
+        supervisor = instance.supervisor
         return InstanceInfo(
             id=instance.id,
             name=instance.name,
-            status=instance.status,
+            status=supervisor.state.status,
             created=int(instance.created),
             options=instance.options,
             served_model=instance.served_model,
-            port=instance.port,
-            pid=instance.process.pid if instance.process is not None else None,
+            port=supervisor.port,
+            pid=supervisor.process.pid if supervisor.process is not None else None,
             declared=instance.declared,
-            restarts=instance.restarts,
-            last_error=instance.last_error,
-            last_log_lines=instance.last_log_lines,
+            restarts=supervisor.state.restarts,
+            last_error=supervisor.last_error,
+            last_log_lines=supervisor.last_log_lines,
+            queued=len(instance.queue),
+            in_flight=instance.in_flight,
         )
-
-    async def _ensure_started(self, instance: _Instance, on_demand: bool = False) -> None:
-        """Start once however many callers ask at the same time; all wait for the same outcome."""
-        if instance.status is InstanceStatus.RUNNING:
-            return
-        if instance.start_task is None or instance.start_task.done():
-            if instance.restart_task is not None:
-                instance.restart_task.cancel()  # an explicit start replaces a pending restart
-            instance.start_task = asyncio.create_task(self._start(instance))
-        await asyncio.shield(instance.start_task)
-
-    def _active(self) -> list[ActiveInstance]:
-        active = []
-        for instance in self._instances.values():
-            if instance.status in (InstanceStatus.RUNNING, InstanceStatus.STARTING):
-                evictable = (
-                    instance.status is InstanceStatus.RUNNING
-                    and instance.in_flight == 0
-                    and self._effective(instance).idle_timeout > 0
-                )
-                active.append(
-                    ActiveInstance(instance.name, instance.options.group, evictable, instance.last_used)
-                )
-        return active
-
-    async def _start(self, instance: _Instance) -> None:
-        async with instance.lock:
-            if instance.status is InstanceStatus.RUNNING:
-                return
-            if self._closing:
-                raise NotStartable("llamactl is shutting down")
-            # Decided and reserved with no await in between, so two starts cannot both take the last slot.
-            victims = plan_evictions(
-                instance.name, instance.options.group, self._active(), self.settings.limits
-            )
-            for victim in victims:
-                self._instances[victim].status = InstanceStatus.SHUTTING_DOWN
-            instance.status = InstanceStatus.STARTING
-            instance.last_error = None
-            try:
-                # Shielded: cancelling this start must not leave a victim half-stopped.
-                await asyncio.shield(
-                    asyncio.gather(*(self._stop(self._instances[v], keep_was_running=False) for v in victims))
-                )
-                await self._spawn_and_wait(instance)
-            except BaseException as error:
-                await self._abandon_start(instance, error)
-                raise
-            instance.status = InstanceStatus.RUNNING
-            instance.ready_since = instance.last_used = self._clock()
-            instance.was_running = True
-            self._store.save_instance(instance.record())
-
-    async def _spawn_and_wait(self, instance: _Instance) -> None:
-        port = instance.claimed_port
-        if port is None:
-            port = self._ports.allocate(instance.name)
-        elif not port_is_free(port, self.settings.host):
-            raise StartFailed(f"port {port} of {instance.name} is in use by another program")
-        instance.port = port
-        settings = self.settings.backends[instance.options.backend_type]
-        command = launch_command(instance.name, instance.options, settings, self.settings.host, port)
-        process = await BackendProcess.spawn(
-            command.argv, command.environment, instance.log, self.settings.stop_grace, command.stop_argv
-        )
-        instance.process = process
-        ticks = start_ticks(process.pid)
-        if ticks is not None:
-            self._store.record_process(ProcessRecord(instance.name, process.pid, ticks))
-        instance.watch_task = asyncio.create_task(self._watch(instance, process))
-        probe = get_backend(instance.options.backend_type).readiness_probe
-        deadline = time.monotonic() + self.settings.start_timeout
-        await wait_until_ready(
-            probe, f"http://{self.settings.host}:{port}", process.exited, deadline, instance.name
-        )
-
-    async def _abandon_start(self, instance: _Instance, error: BaseException) -> None:
-        """A start that failed, timed out or was cancelled leaves nothing running."""
-        await self._release_process(instance)
-        if isinstance(error, asyncio.CancelledError):
-            instance.status = InstanceStatus.STOPPED
-            return
-        instance.status = InstanceStatus.FAILED
-        instance.last_error = error.message if isinstance(error, InstanceError) else repr(error)
-        instance.last_log_lines = instance.log.tail(FAILURE_LOG_LINES)
-
-    async def _release_process(self, instance: _Instance) -> None:
-        process, instance.process = instance.process, None
-        if process is not None:
-            await process.stop(self.settings.stop_grace)
-            self._store.forget_process(instance.name)
-        if instance.port is not None and instance.port != instance.claimed_port:
-            self._ports.release(instance.port)
-        instance.port = None
-
-    async def _stop(self, instance: _Instance, keep_was_running: bool) -> None:
-        if instance.restart_task is not None:
-            instance.restart_task.cancel()  # a stop during back-off cancels the pending restart
-        if instance.start_task is not None and not instance.start_task.done():
-            instance.start_task.cancel()
-            await asyncio.wait([instance.start_task])
-        async with instance.lock:
-            if instance.process is not None:
-                instance.status = InstanceStatus.SHUTTING_DOWN
-                deadline = time.monotonic() + self.settings.drain_timeout
-                while instance.in_flight and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                await self._release_process(instance)
-            if instance.status is not InstanceStatus.FAILED or not keep_was_running:
-                instance.status = InstanceStatus.STOPPED
-            if not keep_was_running:
-                instance.was_running = False
-                self._store.save_instance(instance.record())
-
-    async def _watch(self, instance: _Instance, process: BackendProcess) -> None:
-        """React to a backend's exit that nobody asked for."""
-        code = await process.exited
-        if instance.process is not process or instance.status is not InstanceStatus.RUNNING:
-            return  # a stop, or a start that is failing, handles it
-        await self._release_process(instance)
-        effective = self._effective(instance)
-        if (
-            instance.ready_since is not None
-            and self._clock() - instance.ready_since >= self.settings.stable_period
-        ):
-            instance.restarts = 0
-        instance.last_log_lines = instance.log.tail(FAILURE_LOG_LINES)
-        instance.last_error = f"exited unexpectedly with code {code}"
-        if self._closing or not effective.auto_restart or instance.restarts >= effective.max_restarts:
-            instance.status = InstanceStatus.FAILED
-            return
-        instance.restarts += 1
-        instance.status = InstanceStatus.RESTARTING
-        delay = restart_delay(instance.restarts, effective.restart_delay)
-        instance.restart_task = asyncio.create_task(self._restart_after(instance, delay))
-
-    async def _restart_after(self, instance: _Instance, delay: float) -> None:
-        await asyncio.sleep(delay)
-        instance.restart_task = None
-        instance.start_task = asyncio.create_task(self._start(instance))
-        with contextlib.suppress(InstanceError):
-            await instance.start_task
 
     async def _idle_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.idle_check_interval)
-            await self.stop_idle()
+            try:
+                await self.stop_idle()
+            except Exception:
+                logger.exception("idle stop failed; trying again in %s s", self.settings.idle_check_interval)
 
-    async def stop_idle(self) -> list[str]:
-        """Stop every running instance past its idle timeout; returns their names."""
-        candidates = [
-            IdleCandidate(i.name, self._effective(i).idle_timeout, i.in_flight, i.last_used)
-            for i in self._instances.values()
-            if i.status is InstanceStatus.RUNNING
-        ]
-        names = idle_instances(candidates, self._clock())
-        for name in names:
-            self._instances[name].status = InstanceStatus.SHUTTING_DOWN  # no lease can start now
-        await asyncio.gather(*(self._stop(self._instances[n], keep_was_running=False) for n in names))
-        return names
+
+def _log_boot_start(name: str) -> Callable[[asyncio.Future[None]], None]:
+    """Nobody awaits a start at boot: its failure is logged here instead of lost."""
+
+    def done(future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.warning("%s: not started at boot: %s", name, future.exception())
+
+    return done
 
 
 def served_model(options: InstanceOptions) -> str | None:
     return get_backend(options.backend_type).served_model_name(options.typed_backend_options())
-
-
-class _Effective(msgspec.Struct, frozen=True):
-    """An instance's options with the configured defaults filled in."""
-
-    auto_restart: bool
-    max_restarts: int
-    restart_delay: float
-    on_demand_start: bool
-    idle_timeout: int

@@ -30,6 +30,14 @@ class InstanceOptions(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_u
     on_demand_start: bool | None = None
     idle_timeout: int | None = None
     """Minutes without requests before an idle stop; 0 pins the instance (never idle-stopped or evicted)."""
+    max_concurrent: int | None = None
+    """Requests in flight at once; more wait in the queue. Unset: no limit."""
+    max_queue: int | None = None
+    """Requests waiting for this instance; past it, 429. Unset: only ``instances.max_queue`` applies."""
+    send_loading_state: bool | None = None
+    """Streamed requests that wait also get the progress as ``reasoning_content`` (llama-swap's key)."""
+    allowed_models: list[str] = []
+    """Sub-models (``instance/model``) it may be asked for, besides its served model and adapters."""
     environment: dict[str, str] = {}
     group: str | None = None
     docker_enabled: bool | None = None
@@ -59,9 +67,15 @@ def instance_options_from_json(document: Any) -> InstanceOptions:
         ("max_restarts", options.max_restarts),
         ("restart_delay", options.restart_delay),
         ("idle_timeout", options.idle_timeout),
+        ("max_queue", options.max_queue),
     ):
         if value is not None and value < 0:
             raise BackendInputError(f"{field} must be 0 or more; got {value}", field=field)
+    if options.max_concurrent is not None and options.max_concurrent < 1:
+        raise BackendInputError(
+            f"max_concurrent must be 1 or more (leave it out for no limit); got {options.max_concurrent}",
+            field="max_concurrent",
+        )
     if options.group is not None:
         check_instance_name(options.group)
     typed = options.typed_backend_options()

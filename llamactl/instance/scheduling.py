@@ -1,25 +1,59 @@
-"""Scheduling decisions as pure functions: what to evict, what is idle, how long to back off.
+"""Scheduling decisions as pure functions: the swap policy and the idle rule.
 
-No I/O and no clock of their own, so they are tested without a single process.
+No I/O and no clock of their own (``now`` is an argument), so they are tested
+without a single process. The manager calls ``plan_swaps`` after anything
+that can change the answer and carries out what it returns.
+
+The swap policy, when capacity is full (``max_running_instances``, group
+limits): requests for an instance that is not running wait in its queue.
+The instance whose oldest request has waited longest goes first. It takes
+the place of an instance with nothing in flight and nothing queued at once
+(least recently used first). Otherwise, once its oldest request has waited
+longer than the fairness window, the running instance stops taking new
+requests, lets those in flight finish, and is swapped out. Alternating clients
+then cost one swap per round, not one per request, and no request in flight
+is ever cut. Pinned instances (``idle_timeout: 0``) are never swapped out.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import msgspec
 
-from llamactl.instance.errors import LimitReached
 
-MAX_RESTART_DELAY = 300.0
+class Occupancy(StrEnum):
+    """How an instance stands towards capacity."""
+
+    FREE = "free"
+    """Stopped or failed: holds no capacity."""
+    HOLDING = "holding"
+    """Starting, running, or waiting out a crash back-off."""
+    LEAVING = "leaving"
+    """Being stopped: still holds capacity, frees it soon."""
 
 
-class ActiveInstance(msgspec.Struct, frozen=True):
-    """An instance that holds capacity: running, or starting (which is never evicted)."""
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance as the swap policy sees it."""
 
     name: str
-    group: str | None
-    evictable: bool
-    """Running, idle_timeout > 0 (0 pins it) and no request in flight."""
-    last_used: float
+    group: str | None = None
+    occupancy: Occupancy
+    running: bool = False
+    """Ready and taking requests (a subset of HOLDING)."""
+    restarting: bool = False
+    """Waiting out a crash back-off (a subset of HOLDING)."""
+    pinned: bool = False
+    """idle_timeout 0: never swapped out or idle-stopped."""
+    in_flight: int = 0
+    queued: int = 0
+    oldest_arrival: float | None = None
+    """When the oldest queued request arrived."""
+    owed: int = 0
+    """Requests that waited for this instance's start and are not yet served: it stays until they are."""
+    startable: bool = True
+    """On-demand start allowed (and llamactl not shutting down)."""
+    last_used: float = 0.0
 
 
 class CapacityLimits(msgspec.Struct, frozen=True):
@@ -29,65 +63,162 @@ class CapacityLimits(msgspec.Struct, frozen=True):
     lru_eviction: bool
 
 
-def plan_evictions(
-    name: str, group: str | None, active: list[ActiveInstance], limits: CapacityLimits
-) -> list[str]:
-    """The instances to stop, least recently used first, so that ``name`` may start.
+class SwapPlan(msgspec.Struct):
+    start: list[str] = []
+    stop: dict[str, str] = {}
+    """Victim -> the instance it makes room for."""
+    close: dict[str, str] = {}
+    """Running instances that take no new requests until swapped out -> for whom."""
+    refuse: dict[str, str] = {}
+    """Instances whose queued requests cannot be served at all -> why."""
+    wake_at: float | None = None
+    """When the plan changes by itself (a fairness window ends): ask again then."""
 
-    Raises LimitReached when the limits cannot be met: eviction is off, or
-    everything that would have to go is pinned, busy or still starting.
+
+def plan_swaps(
+    candidates: list[Candidate], limits: CapacityLimits, now: float, fairness_window: float
+) -> SwapPlan:
+    by_name = {c.name: c for c in candidates}
+    holders = {c.name for c in candidates if c.occupancy is not Occupancy.FREE}
+    leaving = {c.name for c in candidates if c.occupancy is Occupancy.LEAVING}
+    spent: set[str] = set()
+    """Instances whose capacity an earlier (longer-waiting) instance of this round counts on."""
+    plan = SwapPlan()
+    wanted = sorted(
+        (c for c in candidates if c.occupancy is Occupancy.FREE and c.queued and c.startable),
+        key=lambda c: (c.oldest_arrival or 0.0, c.name),
+    )
+    for want in wanted:
+        shortfalls = _shortfalls(want, holders, by_name, limits)
+        holders.add(want.name)  # reserved: instances later in the round count it as taken
+        if not shortfalls:
+            plan.start.append(want.name)
+        elif not limits.lru_eviction:
+            plan.refuse[want.name] = f"{shortfalls[0][0]} reached and LRU eviction is off"
+        else:
+            room = _make_room(want, shortfalls, by_name, leaving, spent, plan, now, fairness_window)
+            if room is None:
+                holders.discard(want.name)
+            else:
+                holders -= room  # their places are the wanted instance's now
+    return plan
+
+
+def _make_room(
+    want: Candidate,
+    shortfalls: list[tuple[str, list[str], int]],
+    by_name: dict[str, Candidate],
+    leaving: set[str],
+    spent: set[str],
+    plan: SwapPlan,
+    now: float,
+    fairness_window: float,
+) -> set[str] | None:
+    """What must go for ``want``: leaving instances, then idle ones, then (past the window) busy ones.
+
+    Returns the instances whose places ``want`` takes, or None when it cannot be served at all.
     """
-    others = [instance for instance in active if instance.name != name]
-    candidates = sorted((i for i in others if i.evictable), key=lambda i: i.last_used)
-    chosen: list[str] = []
-
-    def evict(pool: list[ActiveInstance], count: int, limit_name: str, limit: int) -> None:
-        if count <= 0:
-            return
-        available = [i.name for i in pool if i.name not in chosen]
-        if not limits.lru_eviction:
-            raise LimitReached(f"{limit_name} ({limit}) reached and LRU eviction is off")
-        if len(available) < count:
-            raise LimitReached(
-                f"{limit_name} ({limit}) reached and every running instance is pinned "
-                "(idle_timeout 0), serving requests or starting"
-            )
-        chosen.extend(available[:count])
-
-    group_limit = limits.group_limits.get(group) if group is not None else None
-    if group_limit is not None:
-        in_group = [i for i in others if i.group == group]
-        evict(
-            [i for i in candidates if i.group == group],
-            len(in_group) + 1 - group_limit,
-            f"the limit of group {group}",
-            group_limit,
+    mine: set[str] = set()
+    stop: dict[str, str] = {}
+    close: dict[str, str] = {}
+    deadline = (want.oldest_arrival if want.oldest_arrival is not None else now) + fairness_window
+    for label, pool, count in shortfalls:
+        count -= len(mine.intersection(pool))
+        for name in [n for n in pool if n in leaving and n not in spent][: max(count, 0)]:
+            mine.add(name)
+            count -= 1
+        idle = sorted(
+            (by_name[n] for n in pool if n not in spent and n not in mine and _evictable_now(by_name[n])),
+            key=lambda c: c.last_used,
         )
+        for victim in idle[: max(count, 0)]:
+            stop[victim.name] = want.name
+            mine.add(victim.name)
+            count -= 1
+        if count <= 0:
+            continue
+        busy = [
+            by_name[n]
+            for n in pool
+            if n not in spent and n not in mine and _swappable_when_drained(by_name[n])
+        ]
+        if len(busy) < count:
+            plan.refuse[want.name] = (
+                f"{label} reached and every running instance is pinned (idle_timeout 0) "
+                "or still serving the requests that waited for its start"
+            )
+            return None
+        if now < deadline:
+            plan.wake_at = deadline if plan.wake_at is None else min(plan.wake_at, deadline)
+            continue
+        # The fewest requests to wait for first, then the least recently used.
+        for victim in sorted(busy, key=lambda c: (c.in_flight, c.last_used))[:count]:
+            (stop if victim.in_flight == 0 else close)[victim.name] = want.name
+            mine.add(victim.name)
+    spent.update(mine)
+    plan.stop.update(stop)
+    plan.close.update(close)
+    return mine
+
+
+def _shortfalls(
+    want: Candidate, holders: set[str], by_name: dict[str, Candidate], limits: CapacityLimits
+) -> list[tuple[str, list[str], int]]:
+    """Each limit ``want`` would break if it started now: (limit, instances that count, how many must go)."""
+    shortfalls = []
+    group_limit = limits.group_limits.get(want.group) if want.group is not None else None
+    if group_limit is not None:
+        in_group = [n for n in holders if by_name[n].group == want.group and n != want.name]
+        if len(in_group) + 1 > group_limit:
+            shortfalls.append(
+                (
+                    f"the limit of group {want.group} ({group_limit})",
+                    in_group,
+                    len(in_group) + 1 - group_limit,
+                )
+            )
     if limits.max_running >= 0:
-        remaining = len(others) - len(chosen)
-        evict(candidates, remaining + 1 - limits.max_running, "max_running_instances", limits.max_running)
-    return chosen
+        others = [n for n in holders if n != want.name]
+        if len(others) + 1 > limits.max_running:
+            shortfalls.append(
+                (
+                    f"max_running_instances ({limits.max_running})",
+                    others,
+                    len(others) + 1 - limits.max_running,
+                )
+            )
+    return shortfalls
+
+
+def _evictable_now(candidate: Candidate) -> bool:
+    """Running or restarting after a crash, with nothing in flight, queued or owed: it may go at once."""
+    return (
+        (candidate.running or candidate.restarting)
+        and not candidate.pinned
+        and candidate.in_flight == 0
+        and candidate.queued == 0
+        and candidate.owed == 0
+    )
+
+
+def _swappable_when_drained(candidate: Candidate) -> bool:
+    """Running with requests of its own, but none owed from its start: it may be swapped out after them."""
+    return candidate.running and not candidate.pinned and candidate.owed == 0
 
 
 class IdleCandidate(msgspec.Struct, frozen=True):
     name: str
     idle_timeout_minutes: int
-    in_flight: int
+    busy: bool
+    """A request in flight or queued."""
     last_used: float
     """When the last request ended (or the instance became ready)."""
 
 
 def idle_instances(candidates: list[IdleCandidate], now: float) -> list[str]:
-    """Running instances past their idle timeout; 0 never idles, a request in flight never idles."""
+    """Running instances past their idle timeout; 0 never idles, a busy instance never idles."""
     return [
         c.name
         for c in candidates
-        if c.idle_timeout_minutes > 0
-        and c.in_flight == 0
-        and now - c.last_used >= c.idle_timeout_minutes * 60
+        if c.idle_timeout_minutes > 0 and not c.busy and now - c.last_used >= c.idle_timeout_minutes * 60
     ]
-
-
-def restart_delay(attempt: int, base_seconds: float) -> float:
-    """Exponential back-off: base, 2x base, 4x base … capped at five minutes."""
-    return float(min(base_seconds * 2 ** (attempt - 1), MAX_RESTART_DELAY))

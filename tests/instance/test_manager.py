@@ -33,6 +33,7 @@ from llamactl.instance.store import InstanceStore, ProcessRecord, StoreError
 from tests.instance.helpers import (
     alive,
     assert_none_alive,
+    eventually,
     manager,
     opened_manager,
     recorded_pids,
@@ -106,8 +107,9 @@ def test_never_ready_times_out_and_the_half_started_process_is_stopped(tmp_path:
             m.create("alpha", standin_options(pids, "never_healthy"))
             with pytest.raises(StartTimedOut):
                 await chat(m, "alpha")
-            info = m.get("alpha")
-            assert info.status is InstanceStatus.FAILED and "ready in time" in (info.last_error or "")
+            # The request's wait and the start share the deadline; the start gives up a moment later.
+            await eventually(lambda: m.get("alpha").status is InstanceStatus.FAILED)
+            assert "ready in time" in (m.get("alpha").last_error or "")
             assert not any(alive(pid) for pid in recorded_pids(pids))
 
     run(scenario)
@@ -288,10 +290,12 @@ def test_lru_eviction_for_manual_and_on_demand_starts(tmp_path: Path, pids: Path
     run(scenario)
 
 
-def test_a_busy_or_pinned_instance_is_never_evicted(tmp_path: Path, pids: Path) -> None:
+def test_a_pinned_instance_is_never_evicted_and_a_busy_one_only_after_its_requests(
+    tmp_path: Path, pids: Path
+) -> None:
     async def scenario() -> None:
         limits = CapacityLimits(max_running=1, group_limits={}, lru_eviction=True)
-        async with opened_manager(tmp_path, limits=limits) as m:
+        async with opened_manager(tmp_path, limits=limits, fairness_window=0.2) as m:
             m.create("pinned", standin_options(pids, idle_timeout=0))
             m.create("busy", standin_options(pids))
             m.create("other", standin_options(pids))
@@ -299,10 +303,17 @@ def test_a_busy_or_pinned_instance_is_never_evicted(tmp_path: Path, pids: Path) 
             with pytest.raises(LimitReached, match="pinned"):
                 await m.start("other")
             await m.stop("pinned")
-            async with m.lease("busy"):
-                with pytest.raises(LimitReached, match="serving requests"):
-                    await m.start("other")
-            await m.start("other")  # busy is idle now: evicted
+            async with m.lease("busy") as leased:
+                starting_other = asyncio.create_task(m.start("other"))
+                await asyncio.sleep(0.6)  # three fairness windows: the swap waits for the request
+                assert not starting_other.done() and m.get("busy").status is InstanceStatus.RUNNING
+                async with httpx.AsyncClient(base_url=leased.base_url) as client:
+                    answer = await client.post("/v1/chat/completions", json={"model": "tiny"})
+                assert answer.status_code == 200  # the request in flight is served, not cut
+                with pytest.raises(TimeoutError):  # and busy takes no new request meanwhile
+                    async with asyncio.timeout(0.3), m.lease("busy"):
+                        pass
+            assert (await starting_other).status is InstanceStatus.RUNNING
             assert m.get("busy").status is InstanceStatus.STOPPED
 
     run(scenario)

@@ -1,71 +1,128 @@
-"""Eviction, idle and back-off decisions, without a single process."""
+"""The swap policy and the idle rule, without a single process."""
 
-import pytest
-
-from llamactl.instance.errors import LimitReached
+from llamactl.instance.lifecycle import restart_delay
 from llamactl.instance.scheduling import (
-    ActiveInstance,
+    Candidate,
     CapacityLimits,
     IdleCandidate,
+    Occupancy,
+    SwapPlan,
     idle_instances,
-    plan_evictions,
-    restart_delay,
+    plan_swaps,
 )
 
+WINDOW = 10.0
 
-def active(name: str, last_used: float, group: str | None = None, evictable: bool = True) -> ActiveInstance:
-    return ActiveInstance(name=name, group=group, evictable=evictable, last_used=last_used)
+
+def running(name: str, last_used: float = 0, **fields: object) -> Candidate:
+    return Candidate(name=name, occupancy=Occupancy.HOLDING, running=True, last_used=last_used, **fields)  # type: ignore[arg-type]
+
+
+def wanting(name: str, arrived: float = 0, queued: int = 1, **fields: object) -> Candidate:
+    return Candidate(name=name, occupancy=Occupancy.FREE, queued=queued, oldest_arrival=arrived, **fields)  # type: ignore[arg-type]
 
 
 def limits(max_running: int = -1, groups: dict[str, int] | None = None, lru: bool = True) -> CapacityLimits:
     return CapacityLimits(max_running=max_running, group_limits=groups or {}, lru_eviction=lru)
 
 
-def test_no_limit_evicts_nothing() -> None:
-    assert plan_evictions("c", None, [active("a", 1), active("b", 2)], limits()) == []
+def plan(candidates: list[Candidate], limit: CapacityLimits, now: float = 1.0) -> SwapPlan:
+    return plan_swaps(candidates, limit, now, WINDOW)
 
 
-def test_global_limit_evicts_the_least_recently_used() -> None:
-    running = [active("a", 5), active("b", 1), active("c", 3)]
-    assert plan_evictions("d", None, running, limits(max_running=3)) == ["b"]
-    assert plan_evictions("d", None, running, limits(max_running=2)) == ["b", "c"]
+def test_room_to_spare_starts_every_wanted_instance_oldest_first() -> None:
+    result = plan([wanting("b", arrived=2), wanting("a", arrived=1)], limits(max_running=2))
+    assert result.start == ["a", "b"] and not result.stop and not result.close
 
 
-def test_pinned_busy_and_starting_instances_are_never_evicted() -> None:
-    running = [active("pinned", 0, evictable=False), active("idle", 9)]
-    assert plan_evictions("new", None, running, limits(max_running=2)) == ["idle"]
-    with pytest.raises(LimitReached, match="pinned"):
-        plan_evictions("new", None, [active("pinned", 0, evictable=False)], limits(max_running=1))
+def test_a_stopped_instance_nobody_waits_for_is_left_alone() -> None:
+    assert plan([Candidate(name="a", occupancy=Occupancy.FREE)], limits()).start == []
 
 
-def test_group_limit_evicts_within_the_group_only() -> None:
-    running = [active("a", 1, group="gpu0"), active("b", 2, group="gpu1"), active("c", 3, group="gpu0")]
-    assert plan_evictions("d", "gpu0", running, limits(groups={"gpu0": 2})) == ["a"]
-    assert plan_evictions("d", "gpu1", running, limits(groups={"gpu0": 2})) == []
+def test_an_idle_instance_makes_room_at_once_least_recently_used_first() -> None:
+    result = plan([running("a", last_used=5), running("b", last_used=1), wanting("c")], limits(max_running=2))
+    assert result.stop == {"b": "c"} and result.start == []
 
 
-def test_group_and_global_limits_together() -> None:
-    running = [active("a", 1, group="g"), active("b", 2)]
-    # the group eviction already frees the global slot
-    assert plan_evictions("c", "g", running, limits(max_running=2, groups={"g": 1})) == ["a"]
-    assert plan_evictions("c", "g", running, limits(max_running=1, groups={"g": 1})) == ["a", "b"]
+def test_a_busy_instance_keeps_serving_until_the_fairness_window_ends() -> None:
+    candidates = [running("a", in_flight=1), wanting("b", arrived=0)]
+    early = plan(candidates, limits(max_running=1), now=WINDOW - 1)
+    assert not early.stop and not early.close and early.wake_at == WINDOW
+    late = plan(candidates, limits(max_running=1), now=WINDOW)
+    assert late.close == {"a": "b"} and not late.stop  # drains its request first
 
 
-def test_eviction_off_refuses() -> None:
-    with pytest.raises(LimitReached, match="LRU eviction is off"):
-        plan_evictions("b", None, [active("a", 1)], limits(max_running=1, lru=False))
+def test_past_the_window_an_instance_with_only_queued_requests_is_swapped_out() -> None:
+    candidates = [running("a", queued=3, oldest_arrival=1.0), wanting("b", arrived=0)]
+    assert plan(candidates, limits(max_running=1), now=WINDOW).stop == {"a": "b"}
 
 
-def test_restarting_the_same_instance_does_not_count_itself() -> None:
-    assert plan_evictions("a", None, [active("a", 1)], limits(max_running=1)) == []
+def test_an_instance_still_owing_its_own_waiters_is_not_swapped_out() -> None:
+    candidates = [running("a", in_flight=2, owed=1), wanting("b", arrived=0)]
+    result = plan(candidates, limits(max_running=1), now=100)
+    assert not result.stop and not result.close and "b" in result.refuse
+
+
+def test_pinned_instances_and_eviction_off_refuse_instead_of_waiting_forever() -> None:
+    pinned = plan([running("p", pinned=True), wanting("b")], limits(max_running=1))
+    assert "pinned" in pinned.refuse["b"] and not pinned.stop
+    off = plan([running("a"), wanting("b")], limits(max_running=1, lru=False))
+    assert "LRU eviction is off" in off.refuse["b"]
+
+
+def test_a_starting_instance_is_never_a_victim() -> None:
+    starting = Candidate(name="s", occupancy=Occupancy.HOLDING)
+    result = plan([starting, wanting("b")], limits(max_running=1), now=100)
+    assert not result.stop and not result.close and "b" in result.refuse
+
+
+def test_a_leaving_instance_counts_as_room_for_one_wanted_instance_only() -> None:
+    leaving = Candidate(name="a", occupancy=Occupancy.LEAVING)
+    candidates = [leaving, running("c", in_flight=1), wanting("b", 0), wanting("d", 1)]
+    result = plan(candidates, limits(max_running=2))
+    # b waits for a's slot; d, later in line, must not count on it too.
+    assert result.start == [] and "a" not in result.stop
+    assert result.wake_at == 1 + WINDOW  # d waits for c's fairness window
+
+
+def test_a_victim_is_chosen_for_one_instance_only() -> None:
+    result = plan([running("a"), wanting("b", 0), wanting("c", 1)], limits(max_running=1))
+    assert result.stop == {"a": "b"} and "c" not in result.stop.values()
+
+
+def test_a_restarting_instance_nobody_waits_for_can_go() -> None:
+    backoff = Candidate(name="r", occupancy=Occupancy.HOLDING, restarting=True)
+    assert plan([backoff, wanting("b")], limits(max_running=1)).stop == {"r": "b"}
+
+
+def test_group_limit_makes_room_within_the_group_only() -> None:
+    candidates = [
+        running("a", 1, group="gpu0"),
+        running("b", 2, group="gpu1"),
+        running("c", 3, group="gpu0"),
+        wanting("d", group="gpu0"),
+    ]
+    assert plan(candidates, limits(groups={"gpu0": 2})).stop == {"a": "d"}
+    other_group = [*candidates[:3], wanting("d", group="gpu1")]
+    assert plan(other_group, limits(groups={"gpu0": 2})).start == ["d"]
+
+
+def test_one_victim_can_satisfy_the_group_and_the_global_limit() -> None:
+    candidates = [running("a", 1, group="g"), running("b", 2), wanting("c", group="g")]
+    assert plan(candidates, limits(max_running=2, groups={"g": 1})).stop == {"a": "c"}
+    assert plan(candidates, limits(max_running=1, groups={"g": 1})).stop == {"a": "c", "b": "c"}
+
+
+def test_unstartable_instances_are_not_started() -> None:
+    assert plan([wanting("a", startable=False)], limits()).start == []
 
 
 def test_idle_rule() -> None:
     candidates = [
-        IdleCandidate("old", idle_timeout_minutes=1, in_flight=0, last_used=0),
-        IdleCandidate("busy", idle_timeout_minutes=1, in_flight=1, last_used=0),
-        IdleCandidate("pinned", idle_timeout_minutes=0, in_flight=0, last_used=0),
-        IdleCandidate("recent", idle_timeout_minutes=1, in_flight=0, last_used=30),
+        IdleCandidate("old", idle_timeout_minutes=1, busy=False, last_used=0),
+        IdleCandidate("busy", idle_timeout_minutes=1, busy=True, last_used=0),
+        IdleCandidate("pinned", idle_timeout_minutes=0, busy=False, last_used=0),
+        IdleCandidate("recent", idle_timeout_minutes=1, busy=False, last_used=30),
     ]
     assert idle_instances(candidates, now=60) == ["old"]
     assert idle_instances(candidates, now=90) == ["old", "recent"]

@@ -1,0 +1,91 @@
+"""What happens to instances, published as it happens: transitions, queue changes, starts and stops.
+
+A bounded ring keeps the latest events, so a subscriber that reconnects with
+the last id it saw (SSE's ``Last-Event-ID``) misses nothing the ring still
+holds; older ones are gone, and it is told so by a gap in the ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from enum import StrEnum
+
+import msgspec
+
+RING_SIZE = 1000
+
+
+class EventKind(StrEnum):
+    STATUS = "status"
+    """An instance changed status; ``reason`` says why (on demand, idle, evicted for X, crashed, …)."""
+    QUEUE = "queue"
+    """The number of requests waiting for, or in flight on, an instance changed."""
+
+
+class InstanceEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: int
+    time: float
+    """Unix seconds."""
+    kind: EventKind
+    instance: str
+    status: str | None = None
+    previous: str | None = None
+    reason: str | None = None
+    queued: int | None = None
+    in_flight: int | None = None
+
+
+class EventBus:
+    def __init__(self, ring_size: int = RING_SIZE) -> None:
+        self._ring: deque[InstanceEvent] = deque(maxlen=ring_size)
+        self._next_id = 1
+        self._changed = asyncio.Event()
+
+    def publish(
+        self,
+        kind: EventKind,
+        instance: str,
+        *,
+        status: str | None = None,
+        previous: str | None = None,
+        reason: str | None = None,
+        queued: int | None = None,
+        in_flight: int | None = None,
+    ) -> InstanceEvent:
+        event = InstanceEvent(
+            id=self._next_id,
+            time=time.time(),
+            kind=kind,
+            instance=instance,
+            status=status,
+            previous=previous,
+            reason=reason,
+            queued=queued,
+            in_flight=in_flight,
+        )
+        self._next_id += 1
+        self._ring.append(event)
+        # Wake every subscriber, then arm the next wake-up.
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return event
+
+    def since(self, last_id: int) -> list[InstanceEvent]:
+        """Events after ``last_id`` that the ring still holds."""
+        return [event for event in self._ring if event.id > last_id]
+
+    async def subscribe(self, last_id: int = 0) -> AsyncIterator[InstanceEvent]:
+        """Events after ``last_id``, then each new one as it is published, for as long as the caller reads."""
+        while True:
+            changed = self._changed
+            for event in self.since(last_id):
+                last_id = event.id
+                yield event
+            await changed.wait()
+
+    @property
+    def last_id(self) -> int:
+        return self._next_id - 1
