@@ -82,3 +82,23 @@ def test_clear_errors(tmp_path: Path) -> None:
         assert created.status_code == 400 and created.json()["field"] == "port"
     gone = llamactl("http://127.0.0.1:1", "list")
     assert gone.returncode == 2 and "is `llamactl serve` running?" in gone.stderr
+
+
+def test_a_pasted_executable_path_is_the_binary_started(tmp_path: Path) -> None:
+    # a "llama-server" of the user's own: it notes that it ran, then runs the stand-in
+    own_build = tmp_path / "build" / "bin" / "llama-server"
+    own_build.parent.mkdir(parents=True)
+    ran = tmp_path / "own-build-ran"
+    own_build.write_text(f'#!/bin/sh\necho "$0" > {ran}\nexec {sys.executable} "$@"\n')
+    own_build.chmod(0o755)
+    with serve_process(tmp_path) as serve:
+        pasted = ["create", "mine", "--", f"STANDIN_PIDS={serve.pids}", str(own_build), "-m", "/m/q.gguf"]
+        assert llamactl(serve.base_url, *pasted).returncode == 0
+        bare = ["create", "configured", "--", "llama-server", "-m", "/m/q.gguf"]
+        assert llamactl(serve.base_url, *bare).returncode == 0
+        options = serve.client.get("/api/v1/instances/mine").json()["options"]
+        assert options["command_override"] == str(own_build)
+        assert "command_override" not in serve.client.get("/api/v1/instances/configured").json()["options"]
+        assert "running" in llamactl(serve.base_url, "start", "mine").stdout
+        assert ran.read_text() == f"{own_build}\n"
+        assert "stopped" in llamactl(serve.base_url, "stop", "mine").stdout

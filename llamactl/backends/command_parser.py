@@ -4,10 +4,17 @@
 environment ``{"CUDA_VISIBLE_DEVICES": "0"}`` and llama.cpp options. The
 executable may be left out (arguments only); a command that starts another
 backend is refused with that backend named.
+
+An executable given by path (``~/llama.cpp/build/bin/llama-server``,
+``./llama-server``) becomes ``command_override``, so the binary the user ran is
+the one started; a bare name (``llama-server``) runs the configured command. A
+relative path is kept as written: it resolves against llamactl's working
+directory when the instance starts.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import msgspec
@@ -15,7 +22,7 @@ import msgspec
 from llamactl.backends.adapter import Backend
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.errors import CommandSyntaxError, WrongBackendError
-from llamactl.backends.launcher import executable_name
+from llamactl.backends.launcher import Launcher, executable_name
 from llamactl.backends.options_base import BackendOptions
 from llamactl.backends.shell_command import split_shell_command
 
@@ -26,16 +33,31 @@ class ParsedCommand(msgspec.Struct, frozen=True, omit_defaults=True):
     backend_type: BackendType
     backend_options: BackendOptions
     environment: dict[str, str] = {}
+    command_override: str | None = None
+    """The executable, when the command names it by path; the instance option of that name."""
+
+
+# Windows paths too: the parse runs wherever llamactl does, the paste may come from anywhere.
+PATH_SEPARATOR = re.compile(r"[\\/]")
 
 
 def parse_command(backend: Backend, text: str, all_backends: Sequence[Backend]) -> ParsedCommand:
     shell = split_shell_command(text)
-    arguments = _strip_launcher(backend, shell.words, all_backends)
-    options = backend.options_from_arguments(arguments)
-    if arguments is shell.words:  # no executable to tell the backend
+    launcher = _find_launcher(backend, shell.words, all_backends)
+    if launcher is None:  # no executable to tell the backend
+        options = backend.options_from_arguments(shell.words)
         _refuse_foreign_flags(backend, options.extra_args, all_backends)
+        command_override = None
+    else:
+        taken = launcher.match(shell.words)
+        assert taken is not None
+        options = backend.options_from_arguments(shell.words[taken:])
+        command_override = _executable_path(backend, launcher, shell.words[0])
     return ParsedCommand(
-        backend_type=backend.backend_type, backend_options=options, environment=shell.environment
+        backend_type=backend.backend_type,
+        backend_options=options,
+        environment=shell.environment,
+        command_override=command_override,
     )
 
 
@@ -52,13 +74,13 @@ def parse_command_of_any_backend(text: str, all_backends: Sequence[Backend]) -> 
     )
 
 
-def _strip_launcher(backend: Backend, words: list[str], all_backends: Sequence[Backend]) -> list[str]:
+def _find_launcher(backend: Backend, words: list[str], all_backends: Sequence[Backend]) -> Launcher | None:
+    """The backend's launcher at the head of the command, or None when the command is arguments only."""
     if not words or words[0].startswith("-"):
-        return words
+        return None
     for candidate in all_backends:
         for launcher in candidate.launchers:
-            taken = launcher.match(words)
-            if taken is None:
+            if launcher.match(words) is None:
                 continue
             if candidate is not backend:
                 raise WrongBackendError(
@@ -66,9 +88,22 @@ def _strip_launcher(backend: Backend, words: list[str], all_backends: Sequence[B
                     f"{backend.config_key} one: create it with backend {candidate.backend_type.value}",
                     field="command",
                 )
-            return words[taken:]
+            return launcher
     _refuse_unknown_launcher(backend, words)
-    return words
+    return None
+
+
+def _executable_path(backend: Backend, launcher: Launcher, executable: str) -> str | None:
+    """The executable if given by path and it can stand for the configured command alone.
+
+    ``command_override`` replaces only the command, never the configured
+    arguments, so it fits launchers that are the executable followed by the
+    backend's default arguments (``/opt/bin/vllm serve``), not ``python -m …``
+    or ``mlx_lm server``: those paths are not kept, and the configured command runs.
+    """
+    if launcher.python_module or launcher.words[1:] != backend.default_args:
+        return None
+    return executable if PATH_SEPARATOR.search(executable) else None
 
 
 def _refuse_unknown_launcher(backend: Backend, words: list[str]) -> None:

@@ -2,9 +2,15 @@
 
 bashlex parses the text the way bash would, so quoting, escapes and line
 continuations behave as in a terminal; text of plain words only, which bash
-would just split at blanks, is split without it. Nothing is ever executed or expanded:
+would just split at blanks, is split without it. Nothing is ever executed:
 anything that would need a shell to run (pipes, lists, redirections,
 substitutions, variables) is refused with the construct named.
+
+The one expansion is an unquoted ``~`` starting a word or an assignment's
+value, as bash does it: backends are started with ``posix_spawnp``, which never
+expands it, so a path left as ``~/models/a.gguf`` would not be found. It is
+expanded with the HOME of the process that parses, which is the llamactl that
+starts the instance (the paste is read as if typed in llamactl's own shell).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ OPERATOR_NAMES = {
 # bash splits it at blanks and nothing else, so it needs no parser.
 PLAIN_TEXT = re.compile(r"[A-Za-z0-9_./:=,@%+\- \t]*")
 ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+TILDE_PREFIX = re.compile(r"~(/|$)")
 # Words bash reads as syntax in command position: such text needs the parser.
 RESERVED_WORDS = frozenset(
     [
@@ -162,7 +169,9 @@ def _simple_command(tree: Any, source: str) -> ShellCommand:
         word = unquote(source[part.pos[0] : part.pos[1]])
         if part.kind == "assignment" and not words:
             name, _, value = word.partition("=")
-            environment[name] = value
+            # bashlex marks no tilde in an assignment; bash expands an unquoted one after the '='.
+            raw_value = source[part.pos[0] : part.pos[1]].partition("=")[2]
+            environment[name] = os.path.expanduser(value) if TILDE_PREFIX.match(raw_value) else value
         elif any(child.kind == "tilde" for child in getattr(part, "parts", [])):
             words.append(os.path.expanduser(word))
         else:

@@ -66,6 +66,37 @@ def test_mlx_launchers(launcher: str) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("backend", "text", "command_override"),
+    [
+        (
+            "llama-cpp",
+            "~/llama.cpp/build/bin/llama-server -m a",
+            "/home/ada/llama.cpp/build/bin/llama-server",
+        ),
+        ("llama-cpp", "/opt/bin/llama-server -m a", "/opt/bin/llama-server"),
+        ("llama-cpp", "./llama-server -m a", "./llama-server"),
+        ("llama-cpp", "build/bin/llama-server-vulkan -m a", "build/bin/llama-server-vulkan"),
+        ("llama-cpp", r"'C:\llama\llama-server.exe' -m a", r"C:\llama\llama-server.exe"),
+        ("vllm", "/usr/local/bin/vllm serve m", "/usr/local/bin/vllm"),
+        ("mlx", "~/venv/bin/mlx_lm.server --model m", "/home/ada/venv/bin/mlx_lm.server"),
+        # a bare name, or no executable: the configured command
+        ("llama-cpp", "llama-server -m a", None),
+        ("llama-cpp", "llama-server-vulkan -m a", None),
+        ("llama-cpp", "-m a", None),
+        ("vllm", "serve m", None),
+        # launchers one path cannot stand for: the configured command and arguments
+        ("vllm", "/opt/venv/bin/python -m vllm.entrypoints.openai.api_server --model m", None),
+        ("mlx", "/opt/bin/mlx_lm server --model m", None),
+    ],
+)
+def test_an_executable_given_by_path_is_the_command_override(
+    backend: str, text: str, command_override: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", "/home/ada")
+    assert parsed(backend, text).get("command_override") == command_override
+
+
 def test_environment_assignments_become_the_instance_environment() -> None:
     result = parsed("vllm", "CUDA_VISIBLE_DEVICES=0,1 HF_HOME=/data/hf vllm serve m")
     assert result["environment"] == {"CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/data/hf"}

@@ -46,6 +46,18 @@ def test_splits_like_bash(text: str, environment: dict[str, str], words: list[st
 def test_tilde_is_the_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", "/home/ada")
     assert split_shell_command("b -m ~/models/a.gguf").words == ["b", "-m", "/home/ada/models/a.gguf"]
+    assert split_shell_command("~/bin/b '~/x' --m=~/y").words == ["/home/ada/bin/b", "~/x", "--m=~/y"]
+
+
+def test_tilde_starting_an_assignment_value_is_the_home_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/ada")
+    command = split_shell_command("HF_HOME=~/hf H=~ Q='~/q' D=\"~/d\" b")
+    assert command.environment == {
+        "HF_HOME": "/home/ada/hf",
+        "H": "/home/ada",
+        "Q": "~/q",
+        "D": "~/d",
+    }
 
 
 @pytest.mark.parametrize(
