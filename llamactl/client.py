@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+URL_VARIABLE = "LLAMACTL_URL"
+KEY_VARIABLE = "LLAMACTL_API_KEY"
+CLIENT_VARIABLES = (URL_VARIABLE, KEY_VARIABLE)
+"""The variables this client reads, so that ``llamactl serve`` knows them too."""
 COLUMNS = ("NAME", "BACKEND", "STATUS", "PORT", "MODEL", "SOURCE")
 
 
@@ -30,8 +34,8 @@ def add_instance_commands(commands: Any) -> None:
         description="Talk to a running `llamactl serve` (--url or $LLAMACTL_URL, default "
         f"{DEFAULT_URL}) with a management key (--key or $LLAMACTL_API_KEY).",
     )
-    parser.add_argument("--url", default=os.environ.get("LLAMACTL_URL", DEFAULT_URL))
-    parser.add_argument("--key", default=os.environ.get("LLAMACTL_API_KEY"))
+    parser.add_argument("--url", default=os.environ.get(URL_VARIABLE, DEFAULT_URL))
+    parser.add_argument("--key", default=os.environ.get(KEY_VARIABLE))
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("list", help="every instance, as a table")
     create = verbs.add_parser(

@@ -22,6 +22,8 @@ from typing import Annotated, Any, get_args, get_origin
 import msgspec
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test extras yet
 
+from llamactl.client import CLIENT_VARIABLES
+
 # Structs ----------------------------------------------------------------------------------------
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -427,7 +429,8 @@ def _read_text(path: Path) -> str:
 
 
 def _variable_warnings(variables: Mapping[str, str]) -> list[str]:
-    known = {variable.name for variable in ENV_VARIABLES} | {CONFIG_PATH_VARIABLE}
+    # The client's variables are often exported in the shell that runs `llamactl serve` too.
+    known = {variable.name for variable in ENV_VARIABLES} | {CONFIG_PATH_VARIABLE, *CLIENT_VARIABLES}
     warnings = []
     for name in variables:
         if name in _GO_ONLY_VARIABLES:

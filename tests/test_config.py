@@ -383,6 +383,13 @@ def test_unknown_and_unsupported_variables_are_warned_about(machine: Machine) ->
     ]
 
 
+def test_the_variables_of_llamactls_own_client_are_known(machine: Machine) -> None:
+    environ = {"LLAMACTL_API_KEY": "sk-management", "LLAMACTL_URL": "http://127.0.0.1:8080"}
+    assert machine.load(environ=environ).warnings == []
+    machine.write(".env", "LLAMACTL_API_KEY=sk-management\n")
+    assert machine.load().warnings == []
+
+
 # Paths ------------------------------------------------------------------------------------------
 
 
