@@ -249,6 +249,8 @@ class InstanceManager:
         self._closing = True
         if self._idle_task is not None:
             self._idle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_task
         if self._wake is not None:
             self._wake.cancel()
         for instance in self._instances.values():
