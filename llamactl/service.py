@@ -26,9 +26,10 @@ from llamactl.instance.manager import InstanceManager, ManagerSettings, Reconcil
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.store import InstanceStore, StoreError
 from llamactl.server.api_keys import ApiKeyStore, Authenticator, ManagementKeys
-from llamactl.server.app import LlamactlApp
-from llamactl.server.inference import InferenceProxy
+from llamactl.server.app import LlamactlApp, is_loopback
 from llamactl.server.management import ManagementApi
+from llamactl.server.models import ModelListing
+from llamactl.server.proxy import Proxy
 from llamactl.server.upstream import Upstream
 
 MEGABYTE = 1024 * 1024
@@ -102,9 +103,7 @@ class Service:
             ]
             for key, section in backend_sections.items()
         }
-        inference = InferenceProxy(
-            self.manager, auth, self.upstream, config.server.max_body_bytes, response_headers
-        )
+        proxy = Proxy(self.manager, auth, self.upstream, config.server.max_body_bytes, response_headers)
         management = ManagementApi(
             self.manager,
             self.keys,
@@ -116,10 +115,9 @@ class Service:
             },
         )
         self.app = LlamactlApp(
-            self.manager,
             auth,
-            self.upstream,
-            inference,
+            proxy,
+            ModelListing(self.manager, auth),
             management,
             bind_host=config.server.host,
             allowed_origins=config.server.allowed_origins,
@@ -138,6 +136,13 @@ class Service:
                     file=sys.stderr,
                     flush=True,
                 )
+        elif not is_loopback(self.loaded.config.server.host):
+            print(
+                f"llamactl: warning: management auth is off on {self.loaded.config.server.host}: anyone "
+                "who can reach this port can run any program as this user",
+                file=sys.stderr,
+                flush=True,
+            )
         await self.manager.open()
         return await self.manager.reconcile_declared(declared)
 

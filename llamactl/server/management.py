@@ -9,19 +9,24 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from llamactl import __version__
-from llamactl.backends import get_backend, parse_command
+from llamactl.backends import BACKENDS, Backend, get_backend, parse_command
+from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceManager, ReconcileReport
-from llamactl.instance.options import instance_options_from_json
+from llamactl.instance.options import NAME_PATTERN, InstanceOptions, instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
-from llamactl.server.errors import HttpError
-from llamactl.server.upstream import ClientGone, read_body
+from llamactl.server.asgi import ClientGone, read_body
+from llamactl.server.json_body import decode_json, require_json
 
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 BACKEND_COMMAND_TIMEOUT = 30.0
 DEFAULT_LOG_LINES = 100
+MAX_LOG_LINES = 10_000
+"""More lines than this per request are refused: the rest of a log is in its file."""
+MAX_KEY_ID = 2**63 - 1
+"""SQLite's largest INTEGER: a larger id names no key."""
+_MAX_DIGITS = len(str(MAX_KEY_ID))
 
 T = TypeVar("T")
 
@@ -45,16 +50,13 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 
 async def read_json(request: Request, body_type: type[T]) -> T:
+    """The body as ``body_type``: sent as application/json, at most 1 MiB, nested at most 128 deep."""
+    require_json(request.headers.get("content-type", "").encode("latin-1") or None)
     try:
         body = await read_body(request.receive, MANAGEMENT_BODY_LIMIT)
     except ClientGone:
         raise HttpError(400, "client_gone", "the client disconnected before its body was read") from None
-    try:
-        return msgspec.json.decode(body, type=body_type, strict=False)
-    except msgspec.ValidationError as error:
-        raise HttpError(400, "invalid_request", str(error)) from None
-    except msgspec.DecodeError as error:
-        raise HttpError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    return decode_json(body, body_type, strict=False)
 
 
 class ManagementApi:
@@ -73,31 +75,6 @@ class ManagementApi:
         self.backend_commands = backend_commands
         """The configured executable (and leading args) per backend config key."""
 
-    def routes(self) -> list[Route]:
-        instance = "/api/v1/instances/{name}"
-        return [
-            Route("/api/v1/version", self.version, methods=["GET"]),
-            Route("/api/v1/config", self.config, methods=["GET"]),
-            Route("/api/v1/config/reload", self.reload_config, methods=["POST"]),
-            Route("/api/v1/instances", self.list_instances, methods=["GET"]),
-            Route(instance, self.get_instance, methods=["GET"]),
-            Route(instance, self.create_instance, methods=["POST"]),
-            Route(instance, self.update_instance, methods=["PUT"]),
-            Route(instance, self.delete_instance, methods=["DELETE"]),
-            Route(instance + "/start", self.start_instance, methods=["POST"]),
-            Route(instance + "/stop", self.stop_instance, methods=["POST"]),
-            Route(instance + "/restart", self.restart_instance, methods=["POST"]),
-            Route(instance + "/logs", self.logs, methods=["GET"]),
-            Route("/api/v1/backends/{backend}/parse-command", self.parse_command, methods=["POST"]),
-            Route("/api/v1/backends/{backend}/version", self.backend_version, methods=["GET"]),
-            Route("/api/v1/backends/{backend}/help", self.backend_help, methods=["GET"]),
-            Route("/api/v1/auth/keys", self.create_key, methods=["POST"]),
-            Route("/api/v1/auth/keys", self.list_keys, methods=["GET"]),
-            Route("/api/v1/auth/keys/{id:int}", self.get_key, methods=["GET"]),
-            Route("/api/v1/auth/keys/{id:int}", self.delete_key, methods=["DELETE"]),
-            Route("/api/v1/auth/keys/{id:int}/permissions", self.key_permissions, methods=["GET"]),
-        ]
-
     # ---------------------------------------------------------------- system
 
     async def version(self, request: Request) -> Response:
@@ -115,38 +92,47 @@ class ManagementApi:
         return json_response(self.manager.list_instances())
 
     async def get_instance(self, request: Request) -> Response:
-        return json_response(self.manager.get(request.path_params["name"]))
+        return json_response(self.manager.get(_existing_name(request)))
 
     async def create_instance(self, request: Request) -> Response:
-        options = instance_options_from_json(await read_json(request, dict[str, Any]))
-        return json_response(self.manager.create(request.path_params["name"], options), status=201)
+        name = request.path_params["name"]
+        if NAME_PATTERN.fullmatch(name) is None:
+            raise HttpError(
+                400,
+                "invalid_request",
+                f"invalid instance name {echo(name)}: use 1 to 50 letters, digits, '.', '_' or '-'",
+                field="name",
+            )
+        options = instance_options_from_json(await read_json(request, InstanceOptions))
+        return json_response(self.manager.create(name, options), status=201)
 
     async def update_instance(self, request: Request) -> Response:
-        options = instance_options_from_json(await read_json(request, dict[str, Any]))
-        return json_response(await self.manager.update(request.path_params["name"], options))
+        name = _existing_name(request)
+        options = instance_options_from_json(await read_json(request, InstanceOptions))
+        return json_response(await self.manager.update(name, options))
 
     async def delete_instance(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        name = _existing_name(request)
         await self.manager.delete(name)
         self.keys.forget_instance(name)
         return Response(status_code=204)
 
     async def start_instance(self, request: Request) -> Response:
-        return json_response(await self.manager.start(request.path_params["name"]))
+        return json_response(await self.manager.start(_existing_name(request)))
 
     async def stop_instance(self, request: Request) -> Response:
-        return json_response(await self.manager.stop(request.path_params["name"]))
+        return json_response(await self.manager.stop(_existing_name(request)))
 
     async def restart_instance(self, request: Request) -> Response:
-        return json_response(await self.manager.restart(request.path_params["name"]))
+        return json_response(await self.manager.restart(_existing_name(request)))
 
     async def logs(self, request: Request) -> Response:
         """The last ``lines`` lines as text; with ``follow=true``, then every new line as SSE."""
-        name = request.path_params["name"]
-        raw_lines = request.query_params.get("lines", str(DEFAULT_LOG_LINES))
-        if not raw_lines.isdigit():
-            raise HttpError(400, "invalid_parameter", f"lines must be a whole number; got {raw_lines!r}")
-        tail = self.manager.log_tail(name, int(raw_lines))
+        name = _existing_name(request)
+        lines = _log_lines(request.query_params.get("lines"))
+        self.manager.get(name)  # 404 here rather than in the worker thread
+        # Reading rotated files can take a while: never on the event loop.
+        tail = await asyncio.to_thread(self.manager.log_tail, name, lines)
         if request.query_params.get("follow") not in ("1", "true"):
             return PlainTextResponse("\n".join(tail) + ("\n" if tail else ""))
         return StreamingResponse(
@@ -158,17 +144,17 @@ class ManagementApi:
     # ---------------------------------------------------------------- backends
 
     async def parse_command(self, request: Request) -> Response:
+        backend = _backend(request)
         body = await read_json(request, ParseCommandRequest)
-        return json_response(parse_command(request.path_params["backend"], body.command))
+        return json_response(parse_command(backend.config_key, body.command))
 
     async def backend_version(self, request: Request) -> Response:
-        return await self._run_backend(request.path_params["backend"], "--version")
+        return await self._run_backend(_backend(request), "--version")
 
     async def backend_help(self, request: Request) -> Response:
-        return await self._run_backend(request.path_params["backend"], "--help")
+        return await self._run_backend(_backend(request), "--help")
 
-    async def _run_backend(self, backend_name: str, flag: str) -> Response:
-        backend = get_backend(backend_name)
+    async def _run_backend(self, backend: Backend, flag: str) -> Response:
         command = [*self.backend_commands[backend.config_key], flag]
         try:
             process = await asyncio.create_subprocess_exec(
@@ -210,11 +196,11 @@ class ManagementApi:
         return json_response(self.keys.list())
 
     async def get_key(self, request: Request) -> Response:
-        return json_response(self.keys.get(request.path_params["id"]))
+        return json_response(self.keys.get(_key_id(request)))
 
     async def key_permissions(self, request: Request) -> Response:
         """The instances a per_instance key may use, as the Go llamactl lists them."""
-        info = self.keys.get(request.path_params["id"])
+        info = self.keys.get(_key_id(request))
         ids_by_name = {instance.name: instance.id for instance in self.manager.list_instances()}
         permissions = [
             KeyPermission(instance_id=ids_by_name[name], instance_name=name)
@@ -224,8 +210,48 @@ class ManagementApi:
         return json_response(permissions)
 
     async def delete_key(self, request: Request) -> Response:
-        self.keys.delete(request.path_params["id"])
+        self.keys.delete(_key_id(request))
         return Response(status_code=204)
+
+
+def _existing_name(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if NAME_PATTERN.fullmatch(name) is None:
+        # No instance has such a name; said here so that a 10 MB name is not echoed whole.
+        raise HttpError(404, "not_found", f"no instance named {echo(name)}", field="name")
+    return name
+
+
+def _backend(request: Request) -> Backend:
+    name: str = request.path_params["backend"]
+    if not any(name in (backend.config_key, backend.backend_type.value) for backend in BACKENDS.values()):
+        known = ", ".join(sorted(backend.config_key for backend in BACKENDS.values()))
+        raise HttpError(
+            400, "invalid_request", f"unknown backend {echo(name)}; known backends: {known}", field="backend"
+        )
+    return get_backend(name)
+
+
+def _key_id(request: Request) -> int:
+    # Parsed here, not by a path convertor: int() of a 5000-digit string raises.
+    text: str = request.path_params["id"]
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) > MAX_KEY_ID:
+        raise HttpError(404, "not_found", f"no API key with id {echo(text)}", field="id")
+    return int(text)
+
+
+def _log_lines(text: str | None) -> int:
+    """``?lines=``: ASCII digits (``"²".isdigit()`` is True, and int() refuses it), at most MAX_LOG_LINES."""
+    if text is None:
+        return DEFAULT_LOG_LINES
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) > MAX_LOG_LINES:
+        raise HttpError(
+            400,
+            "invalid_parameter",
+            f"lines must be a whole number from 0 to {MAX_LOG_LINES}; got {echo(text)}",
+            field="lines",
+        )
+    return int(text)
 
 
 async def _log_events(tail: list[str], follow: AsyncIterator[str]) -> AsyncIterator[bytes]:

@@ -1,153 +1,185 @@
-"""The OpenAPI document, generated from the types the routes really take and return."""
+"""The OpenAPI document and the docs page, rendered from the route table and its msgspec types.
+
+Both are served without a key (the ``public`` family): they describe the
+routes and hold no secret, and a browser following a link to the page
+cannot send a Bearer header.
+"""
 
 from __future__ import annotations
 
 import html
-from functools import cache
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from llamactl import __version__
-from llamactl.backends import ParsedCommand
-from llamactl.instance.manager import InstanceInfo, ReconcileReport
-from llamactl.instance.options import InstanceOptions
-from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
+from llamactl.server.api_keys import Principal
+from llamactl.server.asgi import Receive, Scope, Send
 from llamactl.server.errors import ManagementError, OpenAIError
-from llamactl.server.management import CreatedKey, KeyPermission, ParseCommandRequest
+from llamactl.server.gate import STATE_CHANGING, Family
+
+if TYPE_CHECKING:
+    from llamactl.server.routes import Endpoint
+
+_PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
+_ERROR_TYPE = {Family.MANAGEMENT: ManagementError, Family.INFERENCE: OpenAIError}
+_KEY_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "No content",
+    400: "Bad input (the message and field say which)",
+    401: "No key, or a wrong one",
+    403: "The key may not use this instance, or the Origin may not change state",
+    404: "No such instance, model or route",
+    409: "Conflict with the instance's state",
+    413: "Body too large",
+    415: "The body is not sent as application/json",
+    429: "The instance's request queue is full (Retry-After)",
+    502: "The backend failed",
+    503: "The instance is unavailable or could not start (Retry-After)",
+    504: "The backend was not ready or did not answer in time (Retry-After)",
+}
 
 
-class Operation(msgspec.Struct, frozen=True):
-    method: str
-    path: str
-    summary: str
-    request: Any = None
-    response: Any = None
-    status: int = 200
-    errors: tuple[int, ...] = ()
-    text: bool = False
-
-
-INSTANCE = "/api/v1/instances/{name}"
-OPERATIONS = (
-    Operation("get", "/api/v1/version", "llamactl's version", text=True),
-    Operation("get", "/api/v1/config", "The configuration, secrets removed"),
-    Operation(
-        "post",
-        "/api/v1/config/reload",
-        "Reconcile the config file's models:",
-        response=ReconcileReport,
-        errors=(400, 409),
-    ),
-    Operation("get", "/api/v1/instances", "Every instance", response=list[InstanceInfo]),
-    Operation("get", INSTANCE, "One instance", response=InstanceInfo, errors=(404,)),
-    Operation(
-        "post", INSTANCE, "Create an instance (stopped)", InstanceOptions, InstanceInfo, 201, (400, 409, 413)
-    ),
-    Operation(
-        "put", INSTANCE, "Replace an instance's options", InstanceOptions, InstanceInfo, 200, (400, 404, 409)
-    ),
-    Operation("delete", INSTANCE, "Delete a stopped instance", status=204, errors=(404, 409)),
-    Operation(
-        "post",
-        INSTANCE + "/start",
-        "Start and wait until ready",
-        response=InstanceInfo,
-        errors=(404, 503, 504),
-    ),
-    Operation("post", INSTANCE + "/stop", "Stop", response=InstanceInfo, errors=(404,)),
-    Operation("post", INSTANCE + "/restart", "Restart", response=InstanceInfo, errors=(404, 503, 504)),
-    Operation(
-        "get",
-        INSTANCE + "/logs",
-        "Last ?lines=N lines; ?follow=true streams new ones as SSE",
-        errors=(400, 404),
-        text=True,
-    ),
-    Operation(
-        "post",
-        "/api/v1/backends/{backend}/parse-command",
-        "Turn a pasted command into instance options",
-        ParseCommandRequest,
-        ParsedCommand,
-        200,
-        (400,),
-    ),
-    Operation(
-        "get", "/api/v1/backends/{backend}/version", "The backend's --version", errors=(502, 503), text=True
-    ),
-    Operation("get", "/api/v1/backends/{backend}/help", "The backend's --help", errors=(502, 503), text=True),
-    Operation(
-        "post",
-        "/api/v1/auth/keys",
-        "Create an inference key (shown once)",
-        CreateKeyRequest,
-        CreatedKey,
-        201,
-        (400,),
-    ),
-    Operation("get", "/api/v1/auth/keys", "Every key, without secrets", response=list[ApiKeyInfo]),
-    Operation("get", "/api/v1/auth/keys/{id}", "One key", response=ApiKeyInfo, errors=(404,)),
-    Operation("delete", "/api/v1/auth/keys/{id}", "Revoke a key", status=204, errors=(404,)),
-    Operation(
-        "get",
-        "/api/v1/auth/keys/{id}/permissions",
-        "The instances a per_instance key may use",
-        response=list[KeyPermission],
-        errors=(404,),
-    ),
-)
-
-
-@cache
-def openapi_document() -> dict[str, Any]:
-    types = [t for op in OPERATIONS for t in (op.request, op.response) if t is not None]
-    schemas, components = msgspec.json.schema_components(
-        [*types, ManagementError, OpenAIError], ref_template="#/components/schemas/{name}"
-    )
-    schema_of = dict(zip([*types, ManagementError, OpenAIError], schemas, strict=True))
+def openapi_document(table: list[Endpoint]) -> dict[str, Any]:
+    types = list(dict.fromkeys(t for e in table for t in (e.request, e.response) if t is not None))
+    types += [ManagementError, OpenAIError]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    schema_of = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
-        responses: dict[str, Any] = {str(op.status): {"description": "OK"}}
-        if op.response is not None:
-            responses[str(op.status)]["content"] = {"application/json": {"schema": schema_of[op.response]}}
-        elif op.text:
-            responses[str(op.status)]["content"] = {"text/plain": {"schema": {"type": "string"}}}
-        for status in (*op.errors, 401):
-            responses[str(status)] = {
-                "description": "Error",
-                "content": {"application/json": {"schema": schema_of[ManagementError]}},
-            }
-        operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
-        if op.request is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": schema_of[op.request]}},
-            }
-        paths.setdefault(op.path, {})[op.method] = operation
+    for endpoint in table:
+        path = _PARAMETER.sub(r"{\1}", endpoint.path)
+        for method in endpoint.methods:
+            operation = _operation(endpoint, method, schema_of)
+            paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "llamactl", "version": __version__},
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
         },
-        "security": [{"bearer": []}],
     }
 
 
-def docs_page() -> str:
-    """A self-contained page (no CDN: llamactl often runs offline) listing every operation."""
+def _operation(endpoint: Endpoint, method: str, schema_of: dict[Any, Any]) -> dict[str, Any]:
+    several = len(endpoint.methods) > 1
+    key_kind = {Family.MANAGEMENT: "a management key", Family.INFERENCE: "an inference or management key"}
+    operation: dict[str, Any] = {
+        "operationId": f"{endpoint.operation}_{method.lower()}" if several else endpoint.operation,
+        "summary": endpoint.summary,
+        "tags": [endpoint.family.value],
+        "parameters": _parameters(endpoint),
+        "responses": {str(endpoint.status): _success(endpoint, schema_of)},
+    }
+    if endpoint.family in key_kind:
+        operation["description"] = f"Needs {key_kind[endpoint.family]}."
+        operation["security"] = _KEY_SECURITY
+    else:
+        operation["security"] = []
+    if endpoint.request is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema_of[endpoint.request]}},
+        }
+    elif method in ("POST", "PUT", "PATCH") and endpoint.media == ("*/*",):
+        operation["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
+    error_type = _ERROR_TYPE.get(endpoint.family)
+    if error_type is not None:
+        statuses = {401, *endpoint.errors}
+        if method in STATE_CHANGING:
+            statuses.add(403)
+        if endpoint.request is not None:
+            statuses |= {400, 413, 415}
+        error = {"application/json": {"schema": schema_of[error_type]}}
+        for status in sorted(statuses):
+            operation["responses"][str(status)] = {"description": _STATUS_TEXT[status], "content": error}
+    return operation
+
+
+def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer" if name in endpoint.integer_params else "string"},
+        }
+        for name in _PARAMETER.findall(endpoint.path)
+    ]
+    parameters += [
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "description": q.description,
+            "schema": {"type": q.type},
+        }
+        for q in endpoint.query
+    ]
+    return parameters
+
+
+def _success(endpoint: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": _STATUS_TEXT[endpoint.status]}
+    content: dict[str, Any] = {}
+    for media in endpoint.media:
+        if media == "application/json":
+            schema = schema_of[endpoint.response] if endpoint.response is not None else {}
+        elif media == "*/*":
+            schema = {}
+        else:
+            schema = {"type": "string"}
+        content[media] = {"schema": schema}
+    if content:
+        success["content"] = content
+    return success
+
+
+def docs_page(table: list[Endpoint]) -> str:
+    """A self-contained page (no CDN: llamactl often runs offline) listing every route."""
     rows = "".join(
-        f"<tr><td><code>{op.method.upper()}</code></td><td><code>{html.escape(op.path)}</code></td>"
-        f"<td>{html.escape(op.summary)}</td></tr>"
-        for op in OPERATIONS
+        f"<tr><td><code>{' '.join(endpoint.methods)}</code></td>"
+        f"<td><code>{html.escape(endpoint.path)}</code></td>"
+        f"<td>{endpoint.family.value}</td><td>{html.escape(endpoint.summary)}</td></tr>"
+        for endpoint in table
     )
     return (
         "<!doctype html><meta charset=utf-8><title>llamactl API</title>"
         "<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em}</style>"
         "<h1>llamactl API</h1><p>Full schema: <a href=openapi.json>openapi.json</a>. "
-        "OpenAI-compatible routes: <code>GET /v1/models</code>, <code>POST /v1/*</code>.</p>"
-        f"<table>{rows}</table>"
+        "Keys go in <code>Authorization: Bearer</code> or <code>X-API-Key</code>.</p>"
+        f"<table><tr><th>methods</th><th>path</th><th>key</th><th></th></tr>{rows}</table>"
     )
+
+
+class ApiDocs:
+    """The two public routes; each renders the table once, on first use."""
+
+    def __init__(self, table: Callable[[], list[Endpoint]]) -> None:
+        self._table = table
+        self._document: bytes | None = None
+        self._page: bytes | None = None
+
+    async def openapi(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        if self._document is None:
+            self._document = msgspec.json.encode(openapi_document(self._table()))
+        await _send(send, self._document, b"application/json")
+
+    async def page(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        if self._page is None:
+            self._page = docs_page(self._table()).encode()
+        await _send(send, self._page, b"text/html; charset=utf-8")
+
+
+async def _send(send: Send, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

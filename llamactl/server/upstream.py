@@ -14,19 +14,13 @@ re-buffering. What it guarantees:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
 
-from llamactl.errors import LlamactlError
-from llamactl.server.errors import HttpError, retry_after
+from llamactl.errors import HttpError
+from llamactl.server.asgi import ErrorBody, Receive, Scope, Send, send_error
 from llamactl.server.http_client import ConnectionPool, Response, UpstreamClosed
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 HOP_BY_HOP = {
     b"connection",
@@ -39,15 +33,21 @@ HOP_BY_HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
-# Never passed to a backend: llamactl's own credentials and what the client sets itself.
-REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"authorization", b"x-api-key"}
+# Never passed to a backend: llamactl's own credentials, what the client sets itself, and
+# Expect: uvicorn answers 100 Continue itself when the body is read, so the backend's
+# interim answer must not come back in place of the real one.
+REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"authorization", b"x-api-key", b"expect"}
 CONNECT_TIMEOUT = 10.0
 WHOLE_BODY_LIMIT = 256 * 1024
 """Non-streamed answers up to this size are read whole and sent in one piece."""
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request was read."""
+class Target(msgspec.Struct, frozen=True):
+    """Where a request goes: a backend's address and the checked origin-form target (``/path?query``)."""
+
+    host: str
+    port: int
+    path: str
 
 
 class Upstream:
@@ -68,11 +68,37 @@ class Upstream:
         target: Target,
         body: bytes,
         response_headers: list[tuple[bytes, bytes]],
-        error_body: Callable[[LlamactlError], bytes],
+        error_body: ErrorBody,
     ) -> None:
-        """Send ``body`` to the backend with the client's method and headers; stream the answer back."""
+        """Send ``body`` to the backend with the client's method and headers; stream the answer back.
+
+        A client that leaves ends this quietly: the upstream request is dropped
+        and nothing is raised, since there is nobody to answer and nothing went wrong.
+        """
         headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
-        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, asyncio.current_task()))
+        task = asyncio.current_task()
+        assert task is not None  # ASGI apps run in a task
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task))
+        try:
+            await self._exchange(scope, send, target, body, headers, response_headers, error_body)
+        except asyncio.CancelledError:
+            # Our watcher's cancel, and no one else's: the client is gone.
+            if watcher.done() and not watcher.cancelled() and task.uncancel() == 0:
+                return
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _exchange(
+        self,
+        scope: Scope,
+        send: Send,
+        target: Target,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        response_headers: list[tuple[bytes, bytes]],
+        error_body: ErrorBody,
+    ) -> None:
         response: Response | None = None
         started = False
         try:
@@ -86,7 +112,7 @@ class Upstream:
                 "headers": _response_headers(response.headers, streaming, response_headers),
             }
             length = response.header(b"content-length")
-            if not streaming and length is not None and int(length) <= WHOLE_BODY_LIMIT:
+            if not streaming and length is not None and length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:
                 # A small complete answer: one write to the client instead of three.
                 whole = await response.read(self._idle_timeout)
                 await send(start)
@@ -113,42 +139,17 @@ class Upstream:
             error = HttpError(status, "backend_error", f"the backend {reason}: {failure}")
             await send_error(send, error, error_body)
         finally:
-            watcher.cancel()
             if response is not None:
                 response.close()  # reused only if the answer was complete
 
 
-def key_headers(scope: Scope) -> tuple[str | None, str | None]:
-    """The ``Authorization`` and ``X-API-Key`` headers of a request, the only places a key is read from."""
-    authorization = x_api_key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value.decode("latin-1")
-        elif name == b"x-api-key":
-            x_api_key = value.decode("latin-1")
-    return authorization, x_api_key
-
-
-def with_query(path: str, scope: Scope) -> str:
-    query: bytes = scope.get("query_string", b"")
-    return f"{path}?{query.decode('latin-1')}" if query else path
-
-
-class Target(msgspec.Struct, frozen=True):
-    """Where a request goes: a backend's address and the path with its query."""
-
-    host: str
-    port: int
-    path: str
-
-
-async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> bool:
+    """Cancel the request's task when its client disconnects; True once it did."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            if task is not None:
-                task.cancel()  # the request's task: its `finally` closes the upstream connection
-            return
+            task.cancel()  # the request's task: its `finally` closes the upstream connection
+            return True
 
 
 def _response_headers(
@@ -164,28 +165,3 @@ def _response_headers(
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             headers.append((b"cache-control", b"no-cache"))
     return headers + extra
-
-
-async def send_error(send: Send, error: LlamactlError, error_body: Callable[[LlamactlError], bytes]) -> None:
-    body = error_body(error)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(name.encode(), value.encode()) for name, value in retry_after(error).items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, or 413 as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

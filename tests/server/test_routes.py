@@ -18,6 +18,7 @@ from llamactl.service import Service
 from tests.instance.helpers import STANDIN, assert_none_alive
 
 MANAGEMENT = {"Authorization": "Bearer mgmt-key"}
+AS_JSON = {**MANAGEMENT, "Content-Type": "application/json"}
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -124,9 +125,9 @@ def test_instance_crud_and_errors(tmp_path: Path) -> None:
             "/api/v1/instances/beta", json={"backend_type": "tgi"}, headers=MANAGEMENT
         )
         assert unknown.status_code == 400 and "backend_type" in unknown.json()["details"]
-        not_json = await client.post("/api/v1/instances/beta", content=b"{nope", headers=MANAGEMENT)
+        not_json = await client.post("/api/v1/instances/beta", content=b"{nope", headers=AS_JSON)
         assert (not_json.status_code, error_of(not_json)) == (400, "invalid_json")
-        huge = await client.post("/api/v1/instances/beta", content=b" " * 2_000_000, headers=MANAGEMENT)
+        huge = await client.post("/api/v1/instances/beta", content=b" " * 2_000_000, headers=AS_JSON)
         assert huge.status_code == 413
         missing = await client.get("/api/v1/instances/nope", headers=MANAGEMENT)
         assert (missing.status_code, error_of(missing)) == (404, "not_found")
@@ -299,9 +300,14 @@ def test_openai_proxy_routes_rewrites_and_refuses(tmp_path: Path) -> None:
         assert chat.status_code == 200
         assert chat.json()["model"] == "tiny"  # rewritten to the backend's served name (its --alias)
         sub_model = await client.post(
-            "/v1/completions", json={"model": "alpha/other", "prompt": ""}, headers=MANAGEMENT
+            "/v1/completions", json={"model": "alpha/tiny", "prompt": ""}, headers=MANAGEMENT
         )
-        assert sub_model.json()["model"] == "other"
+        assert sub_model.json()["model"] == "tiny"  # its served model, named explicitly
+        undeclared = await client.post(
+            "/v1/completions", json={"model": "alpha/evil-org/evil-repo", "prompt": ""}, headers=MANAGEMENT
+        )
+        assert (undeclared.status_code, undeclared.json()["error"]["code"]) == (404, "model_not_found")
+        assert "'tiny'" in undeclared.json()["error"]["message"]
         cases = [
             ({"model": "nope"}, 404, "not_found"),
             ({"messages": []}, 400, "invalid_request"),
@@ -311,9 +317,9 @@ def test_openai_proxy_routes_rewrites_and_refuses(tmp_path: Path) -> None:
             response = await client.post("/v1/chat/completions", json=body, headers=MANAGEMENT)
             assert (response.status_code, response.json()["error"]["code"]) == (status, code)
             assert set(response.json()["error"]) == {"message", "type", "code", "param"}  # OpenAI's own shape
-        not_json = await client.post("/v1/chat/completions", content=b"[1, 2]", headers=MANAGEMENT)
+        not_json = await client.post("/v1/chat/completions", content=b"[1, 2]", headers=AS_JSON)
         assert not_json.status_code == 400
-        too_big = await client.post("/v1/chat/completions", content=b"x" * 200_000, headers=MANAGEMENT)
+        too_big = await client.post("/v1/chat/completions", content=b"x" * 200_000, headers=AS_JSON)
         assert (too_big.status_code, too_big.json()["error"]["code"]) == (413, "body_too_large")
         no_key = await client.post("/v1/chat/completions", json={"model": "alpha"})
         assert (no_key.status_code, no_key.json()["error"]["type"]) == (401, "authentication_error")

@@ -1,0 +1,62 @@
+"""Plain-ASGI building blocks for the downstream side: types, the body reader, error answers.
+
+The hot paths (the gate, the proxy) speak raw ASGI instead of Starlette's
+Request and Response, so that a proxied request costs a few dict look-ups
+on top of the forwarding itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from llamactl.errors import HttpError, LlamactlError
+from llamactl.server.errors import retry_after
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ErrorBody = Callable[[LlamactlError], bytes]
+"""Renders an error in one family's shape (``management_body`` or ``openai_body``)."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: there is nobody to answer."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a (lower-case) request header."""
+    for key, value in scope["headers"]:
+        if key == name:
+            value_bytes: bytes = value
+            return value_bytes
+    return None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, or 413 as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_error(
+    send: Send, error: LlamactlError, error_body: ErrorBody, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    body = error_body(error)
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    start += [(name.encode(), value.encode()) for name, value in retry_after(error).items()]
+    start += headers
+    await send({"type": "http.response.start", "status": error.status, "headers": start})
+    await send({"type": "http.response.body", "body": body})

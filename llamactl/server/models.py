@@ -1,0 +1,73 @@
+"""The models llamactl serves: ``GET /v1/models``, and the names each instance answers to.
+
+A request names ``instance`` or ``instance/model``. The second form reaches
+only a model the instance declares: its served model name (what the backend
+expects in ``model``) and its ``allowed_models``. Anything else is refused
+before it reaches the backend: mlx_lm.server, for one, loads (and downloads)
+whatever model it is asked for.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from llamactl.errors import HttpError, echo
+from llamactl.instance.manager import InstanceInfo, InstanceManager
+from llamactl.server.api_keys import Authenticator, Principal
+from llamactl.server.asgi import Receive, Scope, Send
+
+
+class ModelEntry(msgspec.Struct):
+    id: str
+    created: int
+    status: str
+    object: str = "model"
+    owned_by: str = "llamactl"
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelEntry]
+    object: str = "list"
+
+
+def served_models(info: InstanceInfo) -> list[str]:
+    """The names ``instance/<name>`` may use for this instance."""
+    served = [info.served_model] if info.served_model is not None else []
+    return served + [model for model in info.options.allowed_models if model not in served]
+
+
+def backend_model(info: InstanceInfo, sub_model: str) -> str | None:
+    """What ``model`` becomes for the backend: the sub-model asked for, else the served name.
+
+    404 for a sub-model the instance does not declare, naming those it does.
+    """
+    if not sub_model:
+        return info.served_model
+    models = served_models(info)
+    if sub_model not in models:
+        declared = ", ".join(repr(model) for model in models) or "none"
+        raise HttpError(
+            404,
+            "model_not_found",
+            f"instance {info.name!r} has no model {echo(sub_model)}; its models: {declared}",
+            field="model",
+        )
+    return sub_model
+
+
+class ModelListing:
+    def __init__(self, manager: InstanceManager, auth: Authenticator) -> None:
+        self._manager = manager
+        self._auth = auth
+
+    async def list_models(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        """Every instance the key may use, stopped ones included, with its status."""
+        entries = [
+            ModelEntry(id=info.name, created=info.created, status=info.status.value)
+            for info in self._manager.list_instances()
+            if self._auth.can_use(principal, info.name)
+        ]
+        body = msgspec.json.encode(ModelList(data=entries))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

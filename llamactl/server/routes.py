@@ -1,0 +1,382 @@
+"""The one route table: every path, its methods, its family, its handler and what it takes and returns.
+
+Starlette's router matches the paths (raw ASGI endpoints, no middleware
+stack); the gate applies each family's rules; the OpenAPI document and the
+docs page are rendered from this same table, so they cannot drift from it.
+Hot paths come first: the router tries the routes in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from llamactl.backends import ParsedCommand
+from llamactl.errors import HttpError
+from llamactl.instance.manager import InstanceInfo, ReconcileReport
+from llamactl.instance.options import InstanceOptions
+from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest, Principal
+from llamactl.server.asgi import Receive, Scope, Send, send_error
+from llamactl.server.errors import management_body
+from llamactl.server.gate import Family, Gate, Handler, Policy
+from llamactl.server.management import CreatedKey, KeyPermission, ManagementApi, ParseCommandRequest
+from llamactl.server.models import ModelList, ModelListing
+from llamactl.server.openapi import ApiDocs
+from llamactl.server.proxy import Proxy
+
+PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""What the pass-through routes forward; anything else (TRACE, CONNECT, WebDAV) is a 405."""
+JSON = "application/json"
+TEXT = "text/plain"
+SSE = "text/event-stream"
+BACKEND = "*/*"
+"""Whatever the backend answers."""
+
+
+class InferenceRequest(msgspec.Struct):
+    """An OpenAI-style request body; every other member goes to the backend unchanged."""
+
+    model: str
+    """An instance name, or ``instance/model`` for a model the instance declares."""
+
+
+class QueryParam(msgspec.Struct, frozen=True):
+    name: str
+    type: str
+    """A JSON Schema type: ``integer``, ``boolean``, ``string``."""
+    description: str
+
+
+class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the table: one path and the methods one handler serves there."""
+
+    path: str
+    methods: tuple[str, ...]
+    family: Family
+    handler: Handler
+    operation: str
+    """The OpenAPI operationId (suffixed with the method when the row has several)."""
+    summary: str
+    request: Any = None
+    """The msgspec type of the JSON body, if the route takes one."""
+    response: Any = None
+    """The msgspec type of the JSON answer, if it has one."""
+    status: int = 200
+    media: tuple[str, ...] = (JSON,)
+    """Media types of the answer."""
+    errors: tuple[int, ...] = ()
+    """Error statuses besides those every route of the family has."""
+    integer_params: tuple[str, ...] = ()
+    """Path parameters that are whole numbers (matched as text, parsed by the handler)."""
+    query: tuple[QueryParam, ...] = ()
+
+
+def respond(endpoint: Callable[[Request], Awaitable[Response]]) -> Handler:
+    """A Starlette-style ``request -> response`` function as a table handler."""
+
+    async def handler(scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return handler
+
+
+def route_table(management: ManagementApi, proxy: Proxy, models: ModelListing) -> list[Endpoint]:
+    instance = "/api/v1/instances/{name}"
+    mgmt = Family.MANAGEMENT
+    docs = ApiDocs(lambda: table)
+    table = [
+        Endpoint(
+            path="/v1/models",
+            methods=("GET",),
+            family=Family.INFERENCE,
+            handler=models.list_models,
+            operation="list_models",
+            summary="Every instance the key may use, with its status (OpenAI's model list)",
+            response=ModelList,
+        ),
+        Endpoint(
+            path="/v1/{path:path}",
+            methods=("POST",),
+            family=Family.INFERENCE,
+            handler=proxy.openai,
+            operation="openai",
+            summary="OpenAI-compatible inference, routed by model; started on demand",
+            request=InferenceRequest,
+            media=(JSON, SSE),
+            errors=(400, 403, 404, 413, 429, 502, 503, 504),
+        ),
+        Endpoint(
+            path="/llama-cpp/{name}/{path:path}",
+            methods=PROXIED_METHODS,
+            family=Family.INFERENCE,
+            handler=proxy.llama_cpp,
+            operation="llama_cpp",
+            summary="llama-server's own API of a llama.cpp instance; started on demand",
+            media=(BACKEND,),
+            errors=(400, 403, 404, 413, 429, 502, 503, 504),
+        ),
+        Endpoint(
+            path=instance + "/proxy/{path:path}",
+            methods=PROXIED_METHODS,
+            family=mgmt,
+            handler=proxy.instance,
+            operation="instance_proxy",
+            summary="The backend's own API of a running instance; never starts it",
+            media=(BACKEND,),
+            errors=(400, 404, 413, 502, 503, 504),
+        ),
+        Endpoint(
+            path="/api/v1/openapi.json",
+            methods=("GET",),
+            family=Family.PUBLIC,
+            handler=docs.openapi,
+            operation="openapi",
+            summary="This document",
+        ),
+        Endpoint(
+            path="/api/v1/docs",
+            methods=("GET",),
+            family=Family.PUBLIC,
+            handler=docs.page,
+            operation="docs",
+            summary="Every route, as a page",
+            media=("text/html",),
+        ),
+        Endpoint(
+            path="/api/v1/version",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.version),
+            operation="version",
+            summary="llamactl's version",
+            media=(TEXT,),
+        ),
+        Endpoint(
+            path="/api/v1/config",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.config),
+            operation="get_config",
+            summary="The configuration, secrets removed",
+            response=dict[str, Any],
+        ),
+        Endpoint(
+            path="/api/v1/config/reload",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.reload_config),
+            operation="reload_config",
+            summary="Reconcile the config file's models:",
+            response=ReconcileReport,
+            errors=(400, 409),
+        ),
+        Endpoint(
+            path="/api/v1/instances",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.list_instances),
+            operation="list_instances",
+            summary="Every instance",
+            response=list[InstanceInfo],
+        ),
+        Endpoint(
+            path=instance,
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.get_instance),
+            operation="get_instance",
+            summary="One instance",
+            response=InstanceInfo,
+            errors=(404,),
+        ),
+        Endpoint(
+            path=instance,
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.create_instance),
+            operation="create_instance",
+            summary="Create an instance (stopped)",
+            request=InstanceOptions,
+            response=InstanceInfo,
+            status=201,
+            errors=(400, 409, 413),
+        ),
+        Endpoint(
+            path=instance,
+            methods=("PUT",),
+            family=mgmt,
+            handler=respond(management.update_instance),
+            operation="update_instance",
+            summary="Replace an instance's options",
+            request=InstanceOptions,
+            response=InstanceInfo,
+            errors=(400, 404, 409, 413),
+        ),
+        Endpoint(
+            path=instance,
+            methods=("DELETE",),
+            family=mgmt,
+            handler=respond(management.delete_instance),
+            operation="delete_instance",
+            summary="Delete a stopped instance",
+            status=204,
+            media=(),
+            errors=(404, 409),
+        ),
+        Endpoint(
+            path=instance + "/start",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.start_instance),
+            operation="start_instance",
+            summary="Start and wait until ready",
+            response=InstanceInfo,
+            errors=(404, 429, 503, 504),
+        ),
+        Endpoint(
+            path=instance + "/stop",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.stop_instance),
+            operation="stop_instance",
+            summary="Stop",
+            response=InstanceInfo,
+            errors=(404,),
+        ),
+        Endpoint(
+            path=instance + "/restart",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.restart_instance),
+            operation="restart_instance",
+            summary="Restart",
+            response=InstanceInfo,
+            errors=(404, 429, 503, 504),
+        ),
+        Endpoint(
+            path=instance + "/logs",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.logs),
+            operation="instance_logs",
+            summary="The last ?lines=N lines (at most 10000); ?follow=true streams new ones as SSE",
+            media=(TEXT, SSE),
+            errors=(400, 404),
+            query=(
+                QueryParam("lines", "integer", "How many of the last lines (default 100, at most 10000)"),
+                QueryParam("follow", "boolean", "Then stream every new line as SSE"),
+            ),
+        ),
+        Endpoint(
+            path="/api/v1/backends/{backend}/parse-command",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.parse_command),
+            operation="parse_command",
+            summary="Turn a pasted command into instance options",
+            request=ParseCommandRequest,
+            response=ParsedCommand,
+            errors=(400, 413),
+        ),
+        Endpoint(
+            path="/api/v1/backends/{backend}/version",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.backend_version),
+            operation="backend_version",
+            summary="The backend's --version",
+            media=(TEXT,),
+            errors=(400, 502, 503, 504),
+        ),
+        Endpoint(
+            path="/api/v1/backends/{backend}/help",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.backend_help),
+            operation="backend_help",
+            summary="The backend's --help",
+            media=(TEXT,),
+            errors=(400, 502, 503, 504),
+        ),
+        Endpoint(
+            path="/api/v1/auth/keys",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(management.create_key),
+            operation="create_key",
+            summary="Create an inference key (shown once)",
+            request=CreateKeyRequest,
+            response=CreatedKey,
+            status=201,
+            errors=(400, 413),
+        ),
+        Endpoint(
+            path="/api/v1/auth/keys",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.list_keys),
+            operation="list_keys",
+            summary="Every key, without secrets",
+            response=list[ApiKeyInfo],
+        ),
+        Endpoint(
+            path="/api/v1/auth/keys/{id}",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.get_key),
+            operation="get_key",
+            summary="One key",
+            response=ApiKeyInfo,
+            errors=(404,),
+            integer_params=("id",),
+        ),
+        Endpoint(
+            path="/api/v1/auth/keys/{id}",
+            methods=("DELETE",),
+            family=mgmt,
+            handler=respond(management.delete_key),
+            operation="delete_key",
+            summary="Revoke a key",
+            status=204,
+            media=(),
+            errors=(404,),
+            integer_params=("id",),
+        ),
+        Endpoint(
+            path="/api/v1/auth/keys/{id}/permissions",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.key_permissions),
+            operation="key_permissions",
+            summary="The instances a per_instance key may use",
+            response=list[KeyPermission],
+            errors=(404,),
+            integer_params=("id",),
+        ),
+    ]
+    return table
+
+
+def build_router(table: list[Endpoint], policies: dict[Family, Policy], allowed_headers: list[str]) -> Router:
+    """One Starlette route per path, each a gate over the handlers of its methods."""
+    by_path: dict[str, list[Endpoint]] = {}
+    for endpoint in table:
+        by_path.setdefault(endpoint.path, []).append(endpoint)
+    routes = []
+    for path, endpoints in by_path.items():
+        family = endpoints[0].family
+        assert all(endpoint.family is family for endpoint in endpoints), f"{path}: one family per path"
+        handlers = {method: endpoint.handler for endpoint in endpoints for method in endpoint.methods}
+        routes.append(Route(path, endpoint=Gate(policies[family], handlers, allowed_headers)))
+    # No trailing-slash redirects: a redirect would be built from the Host header.
+    return Router(routes, redirect_slashes=False, default=_not_found)
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_error(send, HttpError(404, "not_found", "no route matches this path"), management_body)
