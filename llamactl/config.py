@@ -89,7 +89,13 @@ class InstancesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Seconds."""
     default_on_demand_start: bool = True
     on_demand_start_timeout: NonNegative = 120
-    """Seconds."""
+    """Seconds a start may take, and a request may wait in a queue."""
+    max_queue: NonNegative = 256
+    """Requests waiting over all instances; past it, 429."""
+    swap_fairness_window: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    """Seconds a request waits for a swap before the running instance stops taking new requests."""
+    send_loading_state: bool = False
+    """Streamed requests that wait get their progress as reasoning_content too (llama-swap's key)."""
     timeout_check_interval: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """Minutes; a float so tests can check every few seconds."""
     logs_dir: Path
@@ -268,6 +274,9 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     _instances_variable("DEFAULT_RESTART_DELAY", "default_restart_delay", _integer),
     _instances_variable("DEFAULT_ON_DEMAND_START", "default_on_demand_start", _boolean),
     _instances_variable("ON_DEMAND_START_TIMEOUT", "on_demand_start_timeout", _integer),
+    _instances_variable("MAX_QUEUE", "max_queue", _integer),
+    _instances_variable("SWAP_FAIRNESS_WINDOW", "swap_fairness_window", _number),
+    _instances_variable("SEND_LOADING_STATE", "send_loading_state", _boolean),
     _instances_variable("TIMEOUT_CHECK_INTERVAL", "timeout_check_interval", _number),
     _instances_variable("LOGS_DIR", "logs_dir", _text),
     _instances_variable("LOG_ROTATION_ENABLED", "log_rotation_enabled", _boolean),

@@ -137,17 +137,13 @@ def _make_room(
             count -= 1
         if count <= 0:
             continue
-        busy = [
-            by_name[n]
-            for n in pool
-            if n not in spent and n not in mine and _swappable_when_drained(by_name[n])
-        ]
-        if len(busy) < count:
-            plan.refuse[want.name] = (
-                f"{label} reached and every running instance is pinned (idle_timeout 0) "
-                "or still serving the requests that waited for its start"
-            )
+        open_pool = [by_name[n] for n in pool if n not in spent and n not in mine]
+        if len([c for c in open_pool if not c.pinned]) < count:
+            plan.refuse[want.name] = f"{label} reached and every running instance is pinned (idle_timeout 0)"
             return None
+        busy = [c for c in open_pool if _swappable_when_drained(c)]
+        if len(busy) < count:
+            continue  # the rest are starting or serving their own first requests: wait for them
         if now < deadline:
             plan.wake_at = deadline if plan.wake_at is None else min(plan.wake_at, deadline)
             continue
