@@ -1,26 +1,20 @@
-"""Start `llamactl serve` with the stand-in backend for the benchmarks."""
+"""`llamactl serve` with the stand-in backend for the benchmarks, started by the tests' one launcher."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standin_backend.py"
-KEY = "bench-key"
+from tests.instance.helpers import STANDIN
+from tests.serve_process import MANAGEMENT_KEY, free_port, standin_backends, start_serve
+
+__all__ = ["HEADERS", "KEY", "STANDIN", "free_port", "rss_megabytes", "start_llamactl", "wait_until_up"]
+
+KEY = MANAGEMENT_KEY
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until_up(url: str, headers: dict[str, str] | None = None) -> None:
@@ -35,28 +29,15 @@ def wait_until_up(url: str, headers: dict[str, str] | None = None) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def start_llamactl(workdir: Path, port_range: tuple[int, int]) -> tuple[subprocess.Popen[bytes], str]:
-    """A `llamactl serve` whose llama-cpp backend is the stand-in; returns the process and base URL."""
-    port = free_port()
-    config = workdir / "llamactl.yaml"
-    config.write_text(
-        f"""
-data_dir: {workdir / "data"}
-server: {{port: {port}}}
-auth: {{management_keys: [{KEY}]}}
-backends:
-  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
-instances: {{port_range: [{port_range[0]}, {port_range[1]}]}}
-"""
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_until_up(base + "/api/v1/version", HEADERS)
-    return process, base
+def start_llamactl(
+    workdir: Path, port_range: tuple[int, int], instances: str = ""
+) -> tuple[subprocess.Popen[str], str]:
+    """A serving `llamactl serve` whose llama-cpp backend is the stand-in; the process and base URL.
+
+    ``instances`` is more of the ``instances:`` section, as YAML flow-mapping members.
+    """
+    serving = start_serve(workdir, standin_backends(port_range, instances))
+    return serving.process, serving.base_url
 
 
 def rss_megabytes(pid: int) -> float:

@@ -1,20 +1,32 @@
-"""A real `llamactl serve` process over the stand-in backend, for end-to-end tests."""
+"""The one launcher of a real `llamactl serve` process, for the tests and the benchmarks (bench/).
+
+llamactl's stderr is read all the time by a thread into a buffer the test can
+inspect: a pipe nobody reads fills up (64 KiB on Linux) and then blocks
+llamactl on its next log line, which would hang the test with it. Every wait
+has a deadline.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
 from tests.instance.helpers import STANDIN, assert_none_alive
 
 MANAGEMENT_KEY = "mgmt-key"
+SERVING = "llamactl: serving"
+"""The line llamactl writes once its port accepts connections."""
 
 
 def free_port() -> int:
@@ -24,13 +36,130 @@ def free_port() -> int:
         return port
 
 
+def standin_backends(port_range: tuple[int, int] = (18400, 18499), instances: str = "") -> str:
+    """The config YAML that makes the stand-in the llama-cpp backend, its instances on ``port_range``.
+
+    ``instances`` is more of the ``instances:`` section, as YAML flow-mapping members.
+    """
+    more = f", {instances}" if instances else ""
+    return f"""
+backends:
+  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
+instances: {{port_range: [{port_range[0]}, {port_range[1]}]{more}}}
+"""
+
+
+STANDIN_BACKENDS = standin_backends()
+
+
+def write_config(path: Path, data_dir: Path, port: int, tail: str = STANDIN_BACKENDS) -> None:
+    """A config serving on ``port`` with ``MANAGEMENT_KEY``; ``tail`` is the YAML after
+    ``data_dir``, ``server`` and ``auth``: by default the stand-in as llama-cpp backend."""
+    path.write_text(
+        f"""
+data_dir: {data_dir}
+server: {{port: {port}}}
+auth: {{management_keys: [{MANAGEMENT_KEY}]}}
+{tail}
+"""
+    )
+
+
+class ServeProcess:
+    """`llamactl serve --config CONFIG`, started and serving on ``port`` once constructed.
+
+    As a context manager it kills a llamactl still running on exit, so a
+    failed test leaves no server behind; ``stop()`` is the orderly way out.
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        environment: Mapping[str, str] | None = None,
+        startup_timeout: float = 60,
+    ) -> None:
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._lines: list[str] = []
+        self._closed = False
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(environment or {})},
+        )
+        self._reader = threading.Thread(target=self._drain, name="llamactl-serve-stderr", daemon=True)
+        self._reader.start()
+        try:
+            self.wait_for_stderr(SERVING, startup_timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def stderr_text(self) -> str:
+        """Everything llamactl has written to stderr so far."""
+        with self._changed:
+            return "".join(self._lines)
+
+    def wait_for_stderr(self, text: str, timeout: float = 30) -> str:
+        """Wait until ``text`` is in stderr and return stderr so far; fail at the deadline or at its end."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while text not in (written := "".join(self._lines)):
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    ending = "exited" if self._closed else f"is silent after {timeout} s"
+                    raise AssertionError(f"llamactl serve {ending} without {text!r}; its stderr:\n{written}")
+                self._changed.wait(remaining)
+            return written
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as a service manager stops it, and its exit status; killed if it outlives ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self._reader.join(timeout)
+        return status
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.kill()
+
+
 class Serve:
-    def __init__(self, process: subprocess.Popen[str], base_url: str, pids: Path) -> None:
-        self.process = process
-        self.base_url = base_url
+    """A serving llamactl with a management client, and the file where the stand-ins note their pids."""
+
+    def __init__(self, serving: ServeProcess, pids: Path) -> None:
+        self.serving = serving
+        self.process = serving.process
+        self.base_url = serving.base_url
         self.pids = pids
         self.client = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {MANAGEMENT_KEY}"}, timeout=30
+            base_url=self.base_url, headers={"Authorization": f"Bearer {MANAGEMENT_KEY}"}, timeout=30
         )
 
     def create(self, name: str, faults: str = "", start: bool = True) -> None:
@@ -44,11 +173,14 @@ class Serve:
             assert self.client.post(f"/api/v1/instances/{name}/start").status_code == 200
 
 
-STANDIN_BACKENDS = f"""
-backends:
-  llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
-instances: {{port_range: [18400, 18499]}}
-"""
+def start_serve(
+    workdir: Path, config_tail: str = STANDIN_BACKENDS, environment: Mapping[str, str] | None = None
+) -> ServeProcess:
+    """`llamactl serve` on a free port with its config and data in ``workdir``."""
+    port = free_port()
+    config = workdir / "llamactl.yaml"
+    write_config(config, workdir / "data", port, config_tail)
+    return ServeProcess(config, port, environment)
 
 
 @contextmanager
@@ -60,27 +192,12 @@ def serve_process(
     ``config_tail`` is the YAML after ``data_dir``, ``server`` and ``auth``: by
     default the stand-in as llama-cpp backend.
     """
-    port = free_port()
-    config = tmp_path / "llamactl.yaml"
-    config.write_text(
-        f"""
-data_dir: {tmp_path / "data"}
-server: {{port: {port}}}
-auth: {{management_keys: [{MANAGEMENT_KEY}]}}
-{config_tail}
-"""
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None and process.stderr.readline().startswith("llamactl: serving")
-    running = Serve(process, f"http://127.0.0.1:{port}", tmp_path / "pids")
-    try:
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=stop_timeout) == 0
-        assert_none_alive(running.pids)
+    with start_serve(tmp_path, config_tail) as serving:
+        running = Serve(serving, tmp_path / "pids")
+        try:
+            yield running
+        finally:
+            running.client.close()
+            if serving.process.poll() is None:
+                assert serving.stop(stop_timeout) == 0
+            assert_none_alive(running.pids)

@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.instance.helpers import STANDIN, alive, assert_none_alive, manager, recorded_pids, standin_options
+from tests.instance.helpers import alive, assert_none_alive, manager, recorded_pids, standin_options
+from tests.serve_process import SERVING, ServeProcess, free_port, standin_backends, start_serve, write_config
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def write_config(path: Path, data_dir: Path, models: str = "", port: int = 0) -> None:
-    path.write_text(
-        f"""
-data_dir: {data_dir}
-server:
-  port: {port or free_port()}
-auth:
-  management_keys: [test-management-key]
-backends:
-  llama-cpp:
-    command: {sys.executable}
-    args: [{STANDIN}]
-instances:
-  port_range: [18200, 18299]
-{models}
-"""
-    )
-
-
-def start_serve(config: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llamactl", "serve", "--config", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline()
-    assert line.startswith("llamactl: serving"), line
-    return process
+STANDIN_BACKENDS = standin_backends((18200, 18299))
 
 
 def wait_for(condition: object, timeout: float = 10.0) -> None:
@@ -60,8 +24,7 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
 
 
 def test_sigterm_stops_every_backend_and_running_instances_come_back(tmp_path: Path) -> None:
-    data_dir, pids, config = tmp_path / "data", tmp_path / "pids", tmp_path / "llamactl.yaml"
-    write_config(config, data_dir)
+    data_dir, pids = tmp_path / "data", tmp_path / "pids"
 
     async def earlier_life() -> None:
         m = manager(data_dir)
@@ -71,20 +34,23 @@ def test_sigterm_stops_every_backend_and_running_instances_come_back(tmp_path: P
         await m.close()
 
     asyncio.run(earlier_life())
-    serve = start_serve(config)
-    wait_for(lambda: len(recorded_pids(pids)) == 2 and alive(recorded_pids(pids)[1]))
-    began = time.monotonic()
-    serve.send_signal(signal.SIGTERM)
-    assert serve.wait(timeout=30) == 0
-    assert time.monotonic() - began < 10
+    with start_serve(tmp_path, STANDIN_BACKENDS) as serve:
+        wait_for(lambda: len(recorded_pids(pids)) == 2 and alive(recorded_pids(pids)[1]))
+        began = time.monotonic()
+        assert serve.stop() == 0
+        assert time.monotonic() - began < 10
     assert_none_alive(pids)
 
 
 def test_sighup_reconciles_the_declared_instances(tmp_path: Path) -> None:
     data_dir, pids, config = tmp_path / "data", tmp_path / "pids", tmp_path / "llamactl.yaml"
+    port = free_port()
     declaration = "  {name}:\n    command: STANDIN_PIDS={pids} llama-server -m /m/{name}.gguf\n"
-    write_config(config, data_dir, "models:\n" + declaration.format(name="first", pids=pids))
-    serve = start_serve(config)
+
+    def declare(models: str) -> None:
+        write_config(config, data_dir, port, STANDIN_BACKENDS + "models:\n" + models)
+
+    declare(declaration.format(name="first", pids=pids))
 
     def declared() -> list[str]:
         with sqlite3.connect(data_dir / "llamactl.db") as db:
@@ -92,21 +58,16 @@ def test_sighup_reconciles_the_declared_instances(tmp_path: Path) -> None:
                 row[0] for row in db.execute("SELECT name FROM instances WHERE declared = 1 ORDER BY name")
             ]
 
-    try:
+    with ServeProcess(config, port) as serve:
         assert declared() == ["first"]
-        write_config(config, data_dir, "models:\n" + declaration.format(name="second", pids=pids))
-        serve.send_signal(signal.SIGHUP)
+        declare(declaration.format(name="second", pids=pids))
+        serve.process.send_signal(signal.SIGHUP)
         wait_for(lambda: declared() == ["second"])
-        write_config(config, data_dir, "models:\n  broken:\n    command: llama-server -c lots\n")
-        serve.send_signal(signal.SIGHUP)
-        assert serve.stderr is not None
-        assert "reload refused, nothing changed: models.broken.command" in serve.stderr.readline() + (
-            serve.stderr.readline()
-        )
+        declare("  broken:\n    command: llama-server -c lots\n")
+        serve.process.send_signal(signal.SIGHUP)
+        serve.wait_for_stderr("reload refused, nothing changed: models.broken.command")
         assert declared() == ["second"]
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(timeout=30) == 0
+        assert serve.stop() == 0
     assert_none_alive(pids)
 
 
@@ -121,3 +82,20 @@ def test_a_broken_config_exits_non_zero_naming_the_file_and_key(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert str(config) in result.stderr and "instances.max_instances" in result.stderr
+
+
+def test_stderr_beyond_what_a_pipe_holds_never_blocks_serve(tmp_path: Path) -> None:
+    # each unknown variable is a warning line: far more than the 64 KiB a pipe holds, all before serving
+    unknown = {f"LLAMACTL_NO_SUCH_SETTING_{index}": "x" for index in range(2000)}
+    with start_serve(tmp_path, environment=unknown) as serve:
+        text = serve.stderr_text()
+        assert len(text.encode()) > 2**16
+        assert text.count("unknown variable, ignored") == 2000 and SERVING in text
+        assert serve.stop() == 0
+
+
+def test_the_clients_variables_in_serves_environment_are_not_warned_about(tmp_path: Path) -> None:
+    client_variables = {"LLAMACTL_API_KEY": "mgmt-key", "LLAMACTL_URL": "http://127.0.0.1:1"}
+    with start_serve(tmp_path, environment=client_variables) as serve:
+        assert serve.stop() == 0
+        assert "warning" not in serve.stderr_text()
