@@ -68,6 +68,8 @@ def run_instance_command(args: argparse.Namespace) -> int:
 
 
 def _dispatch(client: httpx.Client, args: argparse.Namespace) -> int:
+    if args.verb != "list":
+        _check_name(args.name)
     if args.verb == "list":
         print(format_table([_row(item) for item in _call(client, "GET", "/api/v1/instances").json()]))
     elif args.verb == "create":
@@ -106,6 +108,21 @@ def _print_logs(client: httpx.Client, args: argparse.Namespace) -> None:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 print(line.removeprefix("data: "), flush=True)
+
+
+def _check_name(name: str) -> None:
+    """Refuse a name the server would refuse before it goes into a URL.
+
+    httpx resolves dot segments, so ``delete ../auth/keys/3`` would otherwise
+    send ``DELETE /api/v1/auth/keys/3``.
+    """
+    from llamactl.backends import BackendInputError
+    from llamactl.instance.options import check_instance_name
+
+    try:
+        check_instance_name(name)
+    except BackendInputError as error:
+        raise ClientError(error.message) from None
 
 
 def _backend_of(words: list[str]) -> str:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.serve_process import MANAGEMENT_KEY, serve_process
 
 
@@ -79,9 +81,24 @@ def test_clear_errors(tmp_path: Path) -> None:
         # the same from JSON: a bad request, not a conflict with the port range
         body = {"backend_type": "llama_cpp", "backend_options": {"model": "a", "port": 70000}}
         created = serve.client.post("/api/v1/instances/x", json=body)
-        assert created.status_code == 400 and created.json()["field"] == "port"
+        assert created.status_code == 400 and "port: Expected `int` <= 65535" in created.json()["details"]
+        # a name with a path in it never reaches a URL, where httpx would resolve it
+        serve.create("victim", start=False)
+        escaped = llamactl(serve.base_url, "delete", "../instances/victim")
+        assert escaped.returncode == 2 and "invalid instance name '../instances/victim'" in escaped.stderr
+        assert serve.client.get("/api/v1/instances/victim").status_code == 200
     gone = llamactl("http://127.0.0.1:1", "list")
     assert gone.returncode == 2 and "is `llamactl serve` running?" in gone.stderr
+
+
+@pytest.mark.parametrize(
+    "verb", [["delete"], ["show"], ["start"], ["stop"], ["restart"], ["logs"], ["create", "--", "-m", "a"]]
+)
+@pytest.mark.parametrize("name", ["../auth/keys/3", "a/b", "x" * 51, "a b"])
+def test_a_bad_name_is_refused_before_any_request(verb: list[str], name: str) -> None:
+    # nothing listens on port 1: an attempted request would say "cannot reach llamactl"
+    refused = llamactl("http://127.0.0.1:1", verb[0], name, *verb[1:])
+    assert refused.returncode == 2 and "invalid instance name" in refused.stderr
 
 
 def test_a_pasted_executable_path_is_the_binary_started(tmp_path: Path) -> None:
