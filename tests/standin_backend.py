@@ -7,6 +7,8 @@ Unknown flags are ignored. ``STANDIN_FAULTS`` (comma-separated) makes it misbeha
 ``exit_at_start=CODE``, ``exit_after=S`` (crash S seconds after first answering /health 200),
 ``crash_mid_stream``, ``ignore_sigterm``, ``fork_grandchild``, ``flood_logs=BYTES``.
 ``STANDIN_PIDS`` names a file where it appends its PID (and its grandchild's).
+``STANDIN_REQUESTS`` names a file where it appends every request line it reads, as the
+``repr`` of the line's bytes, one per line: what reached the backend, smuggled requests included.
 Standard library only, so it starts in tens of milliseconds.
 """
 
@@ -45,6 +47,7 @@ class StandIn:
         self.started = time.monotonic()
         self.load_time = float(faults.get("load_time", "0"))
         self.crash_scheduled = False
+        self.requests_file = os.environ.get("STANDIN_REQUESTS")
 
     def crash_later(self) -> None:
         if "exit_after" in self.faults and not self.crash_scheduled:
@@ -63,9 +66,14 @@ class StandIn:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if self.requests_file:
+                    with open(self.requests_file, "a") as requests:
+                        requests.write(repr(head.split(b"\r\n", 1)[0]) + "\n")
                 request_line, *header_lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = request_line.split(" ", 2)
                 headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
+                if headers.get("expect", "").lower() == "100-continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as real servers do
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 await self.route(method, path, body, writer)
         except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):

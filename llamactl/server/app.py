@@ -8,6 +8,8 @@ router picks the route and the gate applies its family's rules.
 
 from __future__ import annotations
 
+import ipaddress
+
 from llamactl.errors import HttpError
 from llamactl.server.api_keys import Authenticator
 from llamactl.server.asgi import Receive, Scope, Send, header, send_error
@@ -17,8 +19,6 @@ from llamactl.server.management import ManagementApi
 from llamactl.server.models import ModelListing
 from llamactl.server.proxy import Proxy
 from llamactl.server.routes import Endpoint, build_router, route_table
-
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class LlamactlApp:
@@ -49,7 +49,11 @@ class LlamactlApp:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS
+    """Whether a bind address is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_allowed(scope: Scope) -> bool:
@@ -58,4 +62,4 @@ def _host_allowed(scope: Scope) -> bool:
         hostname = host[1:].partition("]")[0]
     else:
         hostname = host.rpartition(":")[0] if ":" in host else host
-    return hostname in LOOPBACK_HOSTS
+    return is_loopback(hostname)

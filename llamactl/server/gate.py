@@ -14,6 +14,10 @@ family's rules in this order, before the route's handler sees the request:
    included, so nothing unauthenticated reaches a backend.
 4. The method must be one the route has (405 otherwise).
 
+Before all of it, a request whose headers add up to more than
+MAX_HEADER_BYTES is refused with 431 (uvicorn's httptools parser has no
+limit of its own, and a backend would fail on them with a less useful answer).
+
 ``*`` in ``server.allowed_origins`` keeps the Go llamactl's configs working,
 but only for a family that requires a key: it then lets other origins call
 with a key they hold. For a family without auth it would let any page act on
@@ -36,6 +40,7 @@ from llamactl.server.errors import management_body, openai_body
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CORS_MAX_AGE = 300
+MAX_HEADER_BYTES = 64 * 1024
 
 Handler = Callable[[Scope, Receive, Send, Principal], Awaitable[None]]
 """A route's endpoint: plain ASGI plus who is calling. It answers, or raises a
@@ -111,7 +116,11 @@ class Gate:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if header(scope, b"origin") is None:
+        headers = scope["headers"]
+        if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+            error = HttpError(431, "headers_too_large", f"the headers are over {MAX_HEADER_BYTES} bytes")
+            await send_error(send, error, self._policy.error_body)
+        elif header(scope, b"origin") is None:
             # No Origin, no CORS: skip the middleware's per-message wrapper on the hot path.
             await self._checked(scope, receive, send)
         else:

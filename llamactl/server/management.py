@@ -14,7 +14,7 @@ from llamactl import __version__
 from llamactl.backends import BACKENDS, Backend, get_backend, parse_command
 from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceManager, ReconcileReport
-from llamactl.instance.options import NAME_PATTERN, InstanceOptions, instance_options_from_json
+from llamactl.instance.options import NAME_PATTERN, instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
 from llamactl.server.asgi import ClientGone, read_body
 from llamactl.server.json_body import decode_json, require_json
@@ -103,12 +103,12 @@ class ManagementApi:
                 f"invalid instance name {echo(name)}: use 1 to 50 letters, digits, '.', '_' or '-'",
                 field="name",
             )
-        options = instance_options_from_json(await read_json(request, InstanceOptions))
+        options = instance_options_from_json(await read_json(request, dict[str, Any]))
         return json_response(self.manager.create(name, options), status=201)
 
     async def update_instance(self, request: Request) -> Response:
         name = _existing_name(request)
-        options = instance_options_from_json(await read_json(request, InstanceOptions))
+        options = instance_options_from_json(await read_json(request, dict[str, Any]))
         return json_response(await self.manager.update(name, options))
 
     async def delete_instance(self, request: Request) -> Response:

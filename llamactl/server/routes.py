@@ -8,6 +8,7 @@ Hot paths come first: the router tries the routes in order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -373,7 +374,11 @@ def build_router(table: list[Endpoint], policies: dict[Family, Policy], allowed_
         family = endpoints[0].family
         assert all(endpoint.family is family for endpoint in endpoints), f"{path}: one family per path"
         handlers = {method: endpoint.handler for endpoint in endpoints for method in endpoint.methods}
-        routes.append(Route(path, endpoint=Gate(policies[family], handlers, allowed_headers)))
+        route = Route(path, endpoint=Gate(policies[family], handlers, allowed_headers))
+        # A decoded path may hold a newline (%0a): {path:path} must match it all the same, so that
+        # the proxy forwards the target still encoded, as it does every other byte.
+        route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+        routes.append(route)
     # No trailing-slash redirects: a redirect would be built from the Host header.
     return Router(routes, redirect_slashes=False, default=_not_found)
 
