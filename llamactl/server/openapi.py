@@ -48,6 +48,7 @@ def openapi_document(table: list[Endpoint]) -> dict[str, Any]:
     types = list(dict.fromkeys(t for e in table for t in (e.request, e.response) if t is not None))
     types += [ManagementError, OpenAIError]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    components = _without_false_items(components)
     schema_of = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in table:
@@ -67,6 +68,23 @@ def openapi_document(table: list[Endpoint]) -> dict[str, Any]:
             },
         },
     }
+
+
+def _without_false_items(schema: Any) -> Any:
+    """The schemas without ``"items": false`` after ``prefixItems`` (msgspec's tuples).
+
+    Valid JSON Schema, but code generators such as openapi-python-client refuse
+    a boolean schema there; ``maxItems``, which msgspec also sets, says the same.
+    """
+    if isinstance(schema, dict):
+        return {
+            key: _without_false_items(value)
+            for key, value in schema.items()
+            if not (key == "items" and value is False and "prefixItems" in schema)
+        }
+    if isinstance(schema, list):
+        return [_without_false_items(value) for value in schema]
+    return schema
 
 
 def _operation(endpoint: Endpoint, method: str, schema_of: dict[Any, Any]) -> dict[str, Any]:
@@ -90,7 +108,9 @@ def _operation(endpoint: Endpoint, method: str, schema_of: dict[Any, Any]) -> di
             "content": {"application/json": {"schema": schema_of[endpoint.request]}},
         }
     elif method in ("POST", "PUT", "PATCH") and endpoint.media == ("*/*",):
-        operation["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
+        # Passed through as bytes, whatever its type.
+        body = {"schema": {"type": "string", "format": "binary"}}
+        operation["requestBody"] = {"required": False, "content": {"application/octet-stream": body}}
     error_type = _ERROR_TYPE.get(endpoint.family)
     if error_type is not None:
         statuses = {401, *endpoint.errors}
