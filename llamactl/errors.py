@@ -9,7 +9,10 @@ characters, so a 10 MB name is not sent back whole.
 
 from __future__ import annotations
 
+import re
 import reprlib
+
+import msgspec
 
 ECHO_LIMIT = 80
 
@@ -45,3 +48,19 @@ class HttpError(LlamactlError):
         self.status = status
         self.code = code
         self.retry_after = retry_after
+
+
+_VALIDATION_PATH = re.compile(r"(?P<message>.*) - at `\$\.?(?P<path>[^`]*)`", re.DOTALL)
+
+
+def validation_field(error: msgspec.ValidationError, prefix: str = "") -> tuple[str, str | None]:
+    """msgspec's ``Expected `int`, got `str` - at `$.a.b[0]``` as the message ``a.b[0]: …`` and ``a.b[0]``.
+
+    msgspec gives the location only in its text, so it is read from there, in this one place.
+    """
+    text = str(error)
+    located = _VALIDATION_PATH.fullmatch(text)
+    if located is None or not located["path"]:
+        return text, prefix.rstrip(".") or None
+    path = prefix + located["path"]
+    return f"{path}: {located['message']}", path

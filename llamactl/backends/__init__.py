@@ -15,9 +15,12 @@ from llamactl.backends.errors import (
     WrongBackendError,
 )
 from llamactl.backends.llama_cpp.adapter import LlamaCppBackend
+from llamactl.backends.llama_cpp.options import LlamaCppOptions
 from llamactl.backends.mlx_lm.adapter import MlxLmBackend
+from llamactl.backends.mlx_lm.options import MlxLmOptions
 from llamactl.backends.options_base import BackendOptions
 from llamactl.backends.vllm.adapter import VllmBackend
+from llamactl.backends.vllm.options import VllmOptions
 
 BACKENDS: dict[BackendType, Backend] = {
     backend.backend_type: backend for backend in (LlamaCppBackend(), MlxLmBackend(), VllmBackend())
@@ -57,9 +60,12 @@ __all__ = [
     "BackendOptions",
     "BackendType",
     "CommandSyntaxError",
+    "LlamaCppOptions",
+    "MlxLmOptions",
     "OptionValueError",
     "ParsedCommand",
     "ReadinessProbe",
+    "VllmOptions",
     "WrongBackendError",
     "get_backend",
     "parse_command",

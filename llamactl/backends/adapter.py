@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 import msgspec
 
@@ -31,6 +31,13 @@ class ReadinessProbe(msgspec.Struct, frozen=True, omit_defaults=True):
     path: str
     method: Literal["GET", "POST"] = "GET"
     json_body: dict[str, Any] | None = None
+
+
+class _Listening(Protocol):
+    """What every backend's options have: where it listens."""
+
+    host: str | None
+    port: int | None
 
 
 class Backend(ABC):
@@ -59,6 +66,14 @@ class Backend(ABC):
 
     def options_from_json(self, mapping: Mapping[str, Any]) -> BackendOptions:
         return options_from_mapping(self.spec, self.options_type, mapping)
+
+    def claimed_port(self, options: BackendOptions) -> int | None:
+        """The port the options ask for; None lets llamactl pick one."""
+        return cast(_Listening, options).port
+
+    def with_address(self, options: BackendOptions, host: str, port: int) -> BackendOptions:
+        """The options with llamactl's choice of address, which the backend must listen on."""
+        return msgspec.structs.replace(options, host=host, port=port)
 
     def build_arguments(self, options: BackendOptions) -> list[str]:
         """The server's arguments for these options, without the executable."""

@@ -47,6 +47,8 @@ def _declaration(name: str, entry: Mapping[str, Any]) -> InstanceOptions:
             document["backend_type"] = parsed.backend_type.value
             document["backend_options"] = msgspec.to_builtins(parsed.backend_options)
             document["environment"] = {**parsed.environment, **document.get("environment", {})}
+            if parsed.command_override is not None:
+                document.setdefault("command_override", parsed.command_override)
         return instance_options_from_json(document)
     except BackendInputError as error:
         key = f"models.{name}" + (f".{error.field}" if error.field and error.field != "name" else "")

@@ -49,7 +49,7 @@ def launch_command(
     did nothing), and the container is named after the instance.
     """
     backend = get_backend(options.backend_type)
-    typed = backend.options_from_json({**options.backend_options, "host": host, "port": port})
+    typed = backend.with_address(options.backend_options, host, port)
     variables = {**settings.environment, **options.environment}
     use_docker = options.docker_enabled if options.docker_enabled is not None else settings.docker_enabled
     if use_docker and settings.docker is not None:

@@ -35,7 +35,7 @@ from llamactl.instance.errors import (
     StartTimedOut,
 )
 from llamactl.instance.events import EventBus, EventKind
-from llamactl.instance.launch import BackendSettings, launch_command
+from llamactl.instance.launch import BackendSettings, LaunchCommand, launch_command
 from llamactl.instance.lifecycle import (
     CrashPolicy,
     Drained,
@@ -181,7 +181,7 @@ class _Instance:
         self.declared = record.declared
         self.was_running = record.was_running
         self.log = log
-        self.claimed_port: int | None = record.options.backend_options.get("port")
+        self.claimed_port = claimed_port(record.options)
         self.supervisor: Supervisor
         self.queue: deque[_Waiter] = deque()
         self.in_flight = 0
@@ -295,7 +295,7 @@ class InstanceManager:
                 f"{name} is declared in the config file (models.{name}); edit it there and reload",
                 field="name",
             )
-        new_port = options.backend_options.get("port")
+        new_port = claimed_port(options)
         if new_port != instance.claimed_port:
             if new_port is not None:
                 self._ports.claim(new_port, name)
@@ -373,7 +373,7 @@ class InstanceManager:
         # The ports every instance will claim once the file is applied, API instances first.
         owners: dict[int, str] = {}
         claims = [(i.name, i.claimed_port) for i in self._instances.values() if not i.declared]
-        claims += [(name, options.backend_options.get("port")) for name, options in declared.items()]
+        claims += [(name, claimed_port(options)) for name, options in declared.items()]
         low, high = self.settings.port_range
         for name, port in claims:
             if port is None:
@@ -784,11 +784,11 @@ class InstanceManager:
         configured = instance.options.idle_timeout
         return self.settings.default_idle_timeout if configured is None else configured
 
-    def _launch_for(self, instance: _Instance, options: InstanceOptions) -> list[str]:
-        """The argv the options start, with the port they claim (0 for an allocated one)."""
+    def _launch_for(self, instance: _Instance, options: InstanceOptions) -> LaunchCommand:
+        """What the options start, on the port they claim (0 for an allocated one)."""
         settings = self.settings.backends[options.backend_type]
-        port = options.backend_options.get("port") or 0
-        return launch_command(instance.name, options, settings, self.settings.host, port, {}).argv
+        port = claimed_port(options) or 0
+        return launch_command(instance.name, options, settings, self.settings.host, port, {})
 
     def _info(self, instance: _Instance) -> InstanceInfo:
         supervisor = instance.supervisor
@@ -829,4 +829,8 @@ def _log_boot_start(name: str) -> Callable[[asyncio.Future[None]], None]:
 
 
 def served_model(options: InstanceOptions) -> str | None:
-    return get_backend(options.backend_type).served_model_name(options.typed_backend_options())
+    return get_backend(options.backend_type).served_model_name(options.backend_options)
+
+
+def claimed_port(options: InstanceOptions) -> int | None:
+    return get_backend(options.backend_type).claimed_port(options.backend_options)

@@ -15,7 +15,7 @@ import msgspec
 from llamactl.backends import BackendType
 from llamactl.instance.launch import BackendSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings
-from llamactl.instance.options import InstanceOptions
+from llamactl.instance.options import InstanceOptions, instance_options_from_json
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.store import InstanceStore
 
@@ -67,14 +67,13 @@ async def opened_manager(
 
 def standin_options(pids: Path, faults: str = "", **instance_options: Any) -> InstanceOptions:
     """A llama.cpp instance served by the stand-in, recording its PIDs in ``pids``."""
-    return msgspec.convert(
+    return instance_options_from_json(
         {
             "backend_type": "llama_cpp",
             "backend_options": {"model": "/models/tiny.gguf", "alias": "tiny"},
             "environment": {"STANDIN_PIDS": str(pids), "STANDIN_FAULTS": faults},
             **instance_options,
-        },
-        InstanceOptions,
+        }
     )
 
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from llamactl.instance.declared import DeclarationError, declared_instances
@@ -24,7 +25,7 @@ def test_a_pasted_command_is_parsed_and_its_backend_told_by_the_executable() -> 
             "mac": {"backend_type": "mlx_lm", "backend_options": {"model": "/m"}, "group": "apple"},
         }
     )
-    assert declared["qwen"].backend_options == {"gpu_layers": 99, "model": "/m/q.gguf"}
+    assert msgspec.to_builtins(declared["qwen"].backend_options) == {"gpu_layers": 99, "model": "/m/q.gguf"}
     assert declared["qwen"].environment == {"CUDA_VISIBLE_DEVICES": "0"}
     assert declared["qwen"].idle_timeout == 5
     assert declared["big"].backend_type.value == "vllm"
@@ -40,10 +41,13 @@ def test_a_pasted_command_is_parsed_and_its_backend_told_by_the_executable() -> 
         ({"q": {"command": "-m a.gguf"}}, "models.q.command: cannot tell the backend"),
         ({"q": {"command": "vllm serve m", "backend_type": "llama_cpp"}}, "models.q.command: this is a vllm"),
         ({"q": {"command": "llama-server -m a", "backend_options": {}}}, "models.q.command: give either"),
-        ({"q": {"backend_type": "vllm", "backend_options": {"tp": "x"}}}, "models.q.tensor_parallel_size"),
+        (
+            {"q": {"backend_type": "vllm", "backend_options": {"tp": "x"}}},
+            "models.q.backend_options.tensor_parallel_size",
+        ),
         (
             {"q": {"backend_type": "llama_cpp", "idle_timeout": -1}},
-            "models.q.idle_timeout: idle_timeout must be",
+            "models.q.idle_timeout: idle_timeout: Expected `int` >= 0",
         ),
         ({"no/slash": {"backend_type": "llama_cpp"}}, "models.no/slash: invalid instance name"),
     ],
@@ -111,3 +115,14 @@ def test_a_clash_with_an_api_instance_changes_nothing(tmp_path: Path) -> None:
             assert [i.name for i in m.list_instances()] == ["taken"]
 
     asyncio.run(scenario())
+
+
+def test_a_pasted_executable_path_is_the_binary_that_runs() -> None:
+    declared = declared_instances(
+        {
+            "built": {"command": "/opt/llama.cpp/build/bin/llama-server -m /m/q.gguf"},
+            "bare": {"command": "llama-server -m /m/q.gguf"},
+        }
+    )
+    assert declared["built"].command_override == "/opt/llama.cpp/build/bin/llama-server"
+    assert declared["bare"].command_override is None

@@ -95,9 +95,7 @@ class Lifecycle(RuleBasedStateMachine):
         if not self.exists(name):
             return
         options = self.manager.get(name).options
-        backend_options = {k: v for k, v in options.backend_options.items() if k != "ctx_size"}
-        if ctx is not None:
-            backend_options["ctx_size"] = ctx
+        backend_options = msgspec.structs.replace(options.backend_options, ctx_size=ctx)
         changed = msgspec.structs.replace(options, backend_options=backend_options)
         self.run(self.attempt(self.manager.update(name, changed)))
 

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 import pytest
 
+from llamactl.backends import LlamaCppOptions
 from llamactl.instance.errors import (
     InstanceConflict,
     InstanceNotFound,
@@ -435,11 +436,14 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path, pids: Path) ->
             with pytest.raises(Exception, match="invalid instance name"):
                 m.create("no/slashes", standin_options(pids))
             explicit = msgspec.structs.replace(
-                standin_options(pids), backend_options={"model": "m", "port": 9}
+                standin_options(pids), backend_options=LlamaCppOptions(model="m", port=9)
             )
             with pytest.raises(InstanceConflict, match=r"outside instances\.port_range"):
                 m.create("beta", explicit)
-            m.create("beta", msgspec.structs.replace(explicit, backend_options={"model": "m", "port": 18500}))
+            m.create(
+                "beta",
+                msgspec.structs.replace(explicit, backend_options=LlamaCppOptions(model="m", port=18500)),
+            )
             with pytest.raises(InstanceConflict, match="max_instances"):
                 m.create("gamma", standin_options(pids))
             await m.start("alpha")
@@ -457,7 +461,7 @@ def test_duplicate_explicit_ports_and_a_port_taken_by_another_program(tmp_path: 
     async def scenario() -> None:
         async with opened_manager(tmp_path) as m:
             with_port = msgspec.structs.replace(
-                standin_options(pids), backend_options={"model": "m", "port": 18600}
+                standin_options(pids), backend_options=LlamaCppOptions(model="m", port=18600)
             )
             m.create("a", with_port)
             with pytest.raises(InstanceConflict, match="already used by another instance"):
@@ -489,7 +493,7 @@ def test_update_restarts_a_running_instance_only_when_its_command_changes(tmp_pa
             await m.update("alpha", msgspec.structs.replace(options, idle_timeout=7))
             assert len(recorded_pids(pids)) == 1
             changed: InstanceOptions = msgspec.structs.replace(
-                options, backend_options={**options.backend_options, "ctx_size": 64}
+                options, backend_options=msgspec.structs.replace(options.backend_options, ctx_size=64)
             )
             info = await m.update("alpha", changed)
             assert info.status is InstanceStatus.RUNNING

@@ -354,7 +354,7 @@ def test_host_guard_cors_openapi_config_and_reload(tmp_path: Path) -> None:
         document = (await client.get("/api/v1/openapi.json", headers=MANAGEMENT)).json()
         assert (
             "/api/v1/instances/{name}" in document["paths"]
-            and "InstanceOptions" in document["components"]["schemas"]
+            and "LlamaCppInstanceOptions" in document["components"]["schemas"]
         )
         assert "openapi.json" in (await client.get("/api/v1/docs", headers=MANAGEMENT)).text
         config = (await client.get("/api/v1/config", headers=MANAGEMENT)).json()
