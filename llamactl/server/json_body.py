@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import msgspec
 
-from llamactl.errors import HttpError, echo
+from llamactl.errors import HttpError, echo, validation_field
 
 MAX_JSON_DEPTH = 128
 """Levels of nested arrays and objects a body may have (serde_json's default limit)."""
@@ -23,7 +23,6 @@ JSON_MEDIA_TYPE = b"application/json"
 
 T = TypeVar("T")
 
-_VALIDATION_PATH = re.compile(r"(?P<message>.*) - at `\$\.?(?P<path>[^`]*)`", re.DOTALL)
 _SKELETON_MAP = bytes.maketrans(b"[{]}", b"(())")
 _NOT_SKELETON = bytes(byte for byte in range(256) if byte not in b'"[]{}')
 _STRING = re.compile(rb'"[^"]*"')
@@ -59,18 +58,6 @@ def decode_json(body: bytes, body_type: type[T], strict: bool = True) -> T:
     if nested_deeper_than(body, MAX_JSON_DEPTH):
         raise _too_deep()
     return value
-
-
-def validation_field(error: msgspec.ValidationError) -> tuple[str, str | None]:
-    """msgspec's ``Expected `int`, got `str` - at `$.a.b[0]``` as the message and ``a.b[0]``.
-
-    msgspec gives the location only in its text, so it is read from there.
-    """
-    text = str(error)
-    located = _VALIDATION_PATH.fullmatch(text)
-    if located is None or not located["path"]:
-        return text, None
-    return f"{located['path']}: {located['message']}", located["path"]
 
 
 def nested_deeper_than(body: bytes, limit: int) -> bool:
