@@ -9,6 +9,7 @@ SIGHUP (or ``POST /api/v1/config/reload``) reloads the config file's ``models:``
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from llamactl.server.management import ManagementApi
 from llamactl.server.models import ModelListing
 from llamactl.server.proxy import Proxy
 from llamactl.server.upstream import Upstream
+
+logger = logging.getLogger("llamactl")
 
 MEGABYTE = 1024 * 1024
 SHUTDOWN_TIMEOUT = 60.0
@@ -60,6 +63,8 @@ def manager_settings(config: AppConfig) -> ManagerSettings:
         default_on_demand_start=instances.default_on_demand_start,
         default_idle_timeout=instances.default_idle_timeout,
         start_timeout=instances.on_demand_start_timeout,
+        max_queue=instances.max_queue,
+        fairness_window=instances.swap_fairness_window,
         idle_check_interval=instances.timeout_check_interval * 60,
         logs_dir=instances.logs_dir,
         log_max_bytes=instances.log_rotation_max_size * MEGABYTE if instances.log_rotation_enabled else 0,
@@ -147,10 +152,18 @@ class Service:
         return await self.manager.reconcile_declared(declared)
 
     async def reload(self) -> ReconcileReport:
-        """Re-read the config file and reconcile ``models:``; on any error nothing changes."""
+        """Re-read the config file and reconcile ``models:``; on any error nothing changes.
+
+        Reloads run one at a time (SIGHUP and ``POST /config/reload`` alike: the
+        manager serialises them), and the whole declared set is checked before
+        anything changes. Only ``models:`` take effect: the other sections need a
+        restart of llamactl, so ``GET /config`` goes on showing the ones in effect.
+        """
         loaded = self._reload_config()
         report = await self.manager.reconcile_declared(declared_instances(loaded.models))
-        self.loaded = loaded
+        if loaded.config != self.loaded.config:
+            logger.warning("reload: only models: took effect; restart llamactl for the other sections")
+        self.loaded = msgspec.structs.replace(self.loaded, models=loaded.models)
         return report
 
     async def close(self) -> None:
@@ -159,7 +172,18 @@ class Service:
         self.keys.close()
 
 
+def configure_logging(level: str = "INFO") -> None:
+    """One line per event on stderr: time, level, where, what."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("llamactl: %(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("llamactl")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
 async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig]) -> int:
+    configure_logging()
     try:
         service = Service(loaded, reload_config)
         await service.open()

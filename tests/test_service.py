@@ -10,8 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.instance.helpers import alive, assert_none_alive, manager, recorded_pids, standin_options
-from tests.serve_process import SERVING, ServeProcess, free_port, standin_backends, start_serve, write_config
+from tests.serve_process import (
+    MANAGEMENT_KEY,
+    SERVING,
+    ServeProcess,
+    free_port,
+    standin_backends,
+    start_serve,
+    write_config,
+)
 
 STANDIN_BACKENDS = standin_backends((18200, 18299))
 
@@ -99,3 +109,25 @@ def test_the_clients_variables_in_serves_environment_are_not_warned_about(tmp_pa
     with start_serve(tmp_path, environment=client_variables) as serve:
         assert serve.stop() == 0
         assert "warning" not in serve.stderr_text()
+
+
+def test_get_config_after_a_reload_shows_the_configuration_in_effect(tmp_path: Path) -> None:
+    data_dir, config = tmp_path / "data", tmp_path / "llamactl.yaml"
+    port = free_port()
+    write_config(config, data_dir, port, STANDIN_BACKENDS)
+    with ServeProcess(config, port) as serve:
+        headers = {"Authorization": f"Bearer {MANAGEMENT_KEY}"}
+        before = httpx.get(f"{serve.base_url}/api/v1/config", headers=headers).json()
+        changed = STANDIN_BACKENDS.replace(
+            "port_range: [18200, 18299]", "port_range: [18200, 18299], max_queue: 7"
+        )
+        write_config(
+            config, data_dir, port, changed + "models:\n  late:\n    command: llama-server -m /m/l.gguf\n"
+        )
+        serve.process.send_signal(signal.SIGHUP)
+        serve.wait_for_stderr("only models: took effect")
+        after = httpx.get(f"{serve.base_url}/api/v1/config", headers=headers).json()
+        assert after["instances"]["max_queue"] == before["instances"]["max_queue"] == 256  # not in effect
+        names = [i["name"] for i in httpx.get(f"{serve.base_url}/api/v1/instances", headers=headers).json()]
+        assert names == ["late"]  # models: took effect
+        assert serve.stop() == 0

@@ -8,9 +8,9 @@ holds; older ones are gone, and it is told so by a gap in the ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from enum import StrEnum
 
 import msgspec
@@ -77,14 +77,18 @@ class EventBus:
         """Events after ``last_id`` that the ring still holds."""
         return [event for event in self._ring if event.id > last_id]
 
-    async def subscribe(self, last_id: int = 0) -> AsyncIterator[InstanceEvent]:
-        """Events after ``last_id``, then each new one as it is published, for as long as the caller reads."""
-        while True:
-            changed = self._changed
-            for event in self.since(last_id):
-                last_id = event.id
-                yield event
-            await changed.wait()
+    async def wait_after(self, last_id: int, timeout: float) -> list[InstanceEvent]:
+        """Events after ``last_id``; if there are none yet, the first ones within ``timeout`` seconds.
+
+        Safe to cancel or time out: a subscriber loops on it with the id of the
+        last event it got.
+        """
+        events = self.since(last_id)
+        if not events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            events = self.since(last_id)
+        return events
 
     @property
     def last_id(self) -> int:

@@ -227,6 +227,7 @@ class InstanceManager:
         self._schedule_pending = False
         self._wake: asyncio.TimerHandle | None = None
         self._closing = False
+        self._reconciling = asyncio.Lock()
 
     # ------------------------------------------------------------------ boot and shutdown
 
@@ -341,8 +342,13 @@ class InstanceManager:
         Creates what is new, updates what changed (a running instance restarts
         only if its command changed), stops and removes what the file no longer
         declares, and never touches instances created through the API. Every
-        conflict (names, ports, max_instances) is found before anything changes.
+        conflict (names, ports, max_instances) is found before anything changes,
+        and reconciles run one at a time (a SIGHUP during an API reload waits).
         """
+        async with self._reconciling:
+            return await self._reconcile(declared)
+
+    async def _reconcile(self, declared: dict[str, InstanceOptions]) -> ReconcileReport:
         self._check_declarations(declared)
         report = ReconcileReport()
         for name, options in declared.items():

@@ -24,6 +24,7 @@ from llamactl.instance.options import InstanceOptions
 from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest, Principal
 from llamactl.server.asgi import Receive, Scope, Send, send_error
 from llamactl.server.errors import management_body
+from llamactl.server.events_stream import EventsStream
 from llamactl.server.gate import Family, Gate, Handler, Policy
 from llamactl.server.management import CreatedKey, KeyPermission, ManagementApi, ParseCommandRequest
 from llamactl.server.models import ModelList, ModelListing
@@ -273,6 +274,17 @@ def route_table(management: ManagementApi, proxy: Proxy, models: ModelListing) -
                 QueryParam("lines", "integer", "How many of the last lines (default 100, at most 10000)"),
                 QueryParam("follow", "boolean", "Then stream every new line as SSE"),
             ),
+        ),
+        Endpoint(
+            path="/api/v1/events",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(EventsStream(management.manager.events).events),
+            operation="events",
+            summary="Instance transitions with their reasons, and queue changes, as SSE (Last-Event-ID)",
+            media=(SSE,),
+            errors=(400,),
+            query=(QueryParam("since", "integer", "Resume after this event id (as Last-Event-ID does)"),),
         ),
         Endpoint(
             path="/api/v1/backends/{backend}/parse-command",

@@ -529,3 +529,37 @@ def test_shutdown_stops_every_backend(tmp_path: Path, pids: Path) -> None:
         assert not any(alive(pid) for pid in recorded_pids(pids))
 
     run(scenario)
+
+
+def test_a_reload_with_a_port_clash_changes_nothing(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        async with opened_manager(tmp_path) as m:
+            m.create(
+                "api", msgspec.structs.replace(standin_options(pids), backend_options=port_options(18010))
+            )
+            declared = {
+                "first": standin_options(pids),  # fine on its own, and checked before anything changes
+                "second": msgspec.structs.replace(standin_options(pids), backend_options=port_options(18010)),
+            }
+            with pytest.raises(InstanceConflict, match="port 18010 is already used by api"):
+                await m.reconcile_declared(declared)
+            assert [i.name for i in m.list_instances()] == ["api"]
+
+    run(scenario)
+
+
+def test_concurrent_reloads_run_one_at_a_time(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        async with opened_manager(tmp_path) as m:
+            await m.reconcile_declared({"declared": standin_options(pids)})
+            await m.start("declared")
+            # Two reloads that both remove the running instance: the second finds nothing to remove.
+            first, second = await asyncio.gather(m.reconcile_declared({}), m.reconcile_declared({}))
+            assert sorted(first.removed + second.removed) == ["declared"]
+            assert m.list_instances() == []
+
+    run(scenario)
+
+
+def port_options(port: int) -> LlamaCppOptions:
+    return LlamaCppOptions(model="/models/tiny.gguf", alias="tiny", port=port)
