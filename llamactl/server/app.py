@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 
 from llamactl.errors import HttpError
-from llamactl.server.api_keys import Authenticator
 from llamactl.server.asgi import Receive, Scope, Send, header, send_error
+from llamactl.server.api_keys import Authenticator
 from llamactl.server.errors import management_body
 from llamactl.server.gate import policies
 from llamactl.server.management import ManagementApi
@@ -48,10 +48,16 @@ class LlamactlApp:
         await self._router(scope, receive, send)
 
 
+COMMON_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Answered without parsing: the Host of nearly every request on a loopback bind."""
+
+
 def is_loopback(host: str) -> bool:
-    """Whether a bind address is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    """Whether an address is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host in COMMON_LOOPBACK:
+        return True
     try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
