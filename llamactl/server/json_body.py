@@ -36,6 +36,8 @@ def require_json(content_type: bytes | None) -> None:
     A web page can send a ``text/plain`` body cross-origin without asking first;
     it cannot send ``application/json`` that way.
     """
+    if content_type == JSON_MEDIA_TYPE:
+        return
     media_type = (content_type or b"").partition(b";")[0].strip().lower()
     if media_type != JSON_MEDIA_TYPE:
         shown = echo(content_type.decode("latin-1")) if content_type else "no Content-Type"
@@ -62,7 +64,7 @@ def decode_json(body: bytes, body_type: type[T], strict: bool = True) -> T:
 
 def nested_deeper_than(body: bytes, limit: int) -> bool:
     """Whether valid JSON ``body`` nests arrays and objects more than ``limit`` levels deep."""
-    if body.count(b"[") + body.count(b"{") <= limit:
+    if len(body) <= 2 * limit or body.count(b"[") + body.count(b"{") <= limit:
         return False
     if b'\\"' in body:
         # Without escaped backslashes and escaped quotes, every quote left opens or closes a string.

@@ -14,7 +14,7 @@ from llamactl import __version__
 from llamactl.backends import BACKENDS, Backend, get_backend, parse_command
 from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceManager, ReconcileReport
-from llamactl.instance.options import NAME_PATTERN, instance_options_from_json
+from llamactl.instance.options import check_instance_name, instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
 from llamactl.server.asgi import ClientGone, read_body
 from llamactl.server.json_body import decode_json, require_json
@@ -92,43 +92,36 @@ class ManagementApi:
         return json_response(self.manager.list_instances())
 
     async def get_instance(self, request: Request) -> Response:
-        return json_response(self.manager.get(_existing_name(request)))
+        return json_response(self.manager.get(request.path_params["name"]))
 
     async def create_instance(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if NAME_PATTERN.fullmatch(name) is None:
-            raise HttpError(
-                400,
-                "invalid_request",
-                f"invalid instance name {echo(name)}: use 1 to 50 letters, digits, '.', '_' or '-'",
-                field="name",
-            )
+        name = check_instance_name(request.path_params["name"])  # before the body is read
         options = instance_options_from_json(await read_json(request, dict[str, Any]))
         return json_response(self.manager.create(name, options), status=201)
 
     async def update_instance(self, request: Request) -> Response:
-        name = _existing_name(request)
+        name = request.path_params["name"]
         options = instance_options_from_json(await read_json(request, dict[str, Any]))
         return json_response(await self.manager.update(name, options))
 
     async def delete_instance(self, request: Request) -> Response:
-        name = _existing_name(request)
+        name = request.path_params["name"]
         await self.manager.delete(name)
         self.keys.forget_instance(name)
         return Response(status_code=204)
 
     async def start_instance(self, request: Request) -> Response:
-        return json_response(await self.manager.start(_existing_name(request)))
+        return json_response(await self.manager.start(request.path_params["name"]))
 
     async def stop_instance(self, request: Request) -> Response:
-        return json_response(await self.manager.stop(_existing_name(request)))
+        return json_response(await self.manager.stop(request.path_params["name"]))
 
     async def restart_instance(self, request: Request) -> Response:
-        return json_response(await self.manager.restart(_existing_name(request)))
+        return json_response(await self.manager.restart(request.path_params["name"]))
 
     async def logs(self, request: Request) -> Response:
         """The last ``lines`` lines as text; with ``follow=true``, then every new line as SSE."""
-        name = _existing_name(request)
+        name = request.path_params["name"]
         lines = _log_lines(request.query_params.get("lines"))
         self.manager.get(name)  # 404 here rather than in the worker thread
         # Reading rotated files can take a while: never on the event loop.
@@ -212,14 +205,6 @@ class ManagementApi:
     async def delete_key(self, request: Request) -> Response:
         self.keys.delete(_key_id(request))
         return Response(status_code=204)
-
-
-def _existing_name(request: Request) -> str:
-    name: str = request.path_params["name"]
-    if NAME_PATTERN.fullmatch(name) is None:
-        # No instance has such a name; said here so that a 10 MB name is not echoed whole.
-        raise HttpError(404, "not_found", f"no instance named {echo(name)}", field="name")
-    return name
 
 
 def _backend(request: Request) -> Backend:

@@ -22,8 +22,8 @@ import msgspec
 
 from llamactl.backends import BackendType
 from llamactl.errors import HttpError, echo
+from llamactl.instance.errors import InstanceNotFound
 from llamactl.instance.manager import InstanceInfo, InstanceManager
-from llamactl.instance.options import NAME_PATTERN
 from llamactl.server.api_keys import Authenticator, Principal
 from llamactl.server.asgi import ErrorBody, Receive, Scope, Send, header, read_body
 from llamactl.server.errors import management_body, openai_body
@@ -66,22 +66,24 @@ class Proxy:
         requested = _model(members)
         name, _, sub_model = requested.partition("/")
         self._check_permission(principal, name, "model")
-        _check_name(name, "model")
-        if sub_model:
-            backend_model(self.manager.get(name), sub_model)  # refused before any start
-        async with self.manager.lease(name) as leased:
-            served = backend_model(leased.info, sub_model)
-            if served is not None and served != requested:
-                members["model"] = msgspec.Raw(msgspec.json.encode(served))
-                body = msgspec.json.encode(members)
-            await self._forward(scope, receive, send, leased.info, leased.host, leased.port, target, body)
+        try:
+            if sub_model:
+                backend_model(self.manager.get(name), sub_model)  # refused before any start
+            async with self.manager.lease(name) as leased:
+                served = backend_model(leased.info, sub_model)
+                if served is not None and served != requested:
+                    members["model"] = msgspec.Raw(msgspec.json.encode(served))
+                    body = msgspec.json.encode(members)
+                await self._forward(scope, receive, send, leased.info, leased.host, leased.port, target, body)
+        except InstanceNotFound as error:
+            raise HttpError(error.status, error.code, error.message, field="model") from None
 
     async def llama_cpp(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``/llama-cpp/{name}/*``: llama-server's own endpoints, started on demand."""
         name, rest = _split(scope, b"/llama-cpp/")
         target = origin_form(rest, scope["query_string"])
         self._check_permission(principal, name, "name")
-        backend_type = self._instance(name, "name").options.backend_type
+        backend_type = self.manager.get(name).options.backend_type
         if backend_type is not BackendType.LLAMA_CPP:
             raise HttpError(
                 404,
@@ -97,7 +99,7 @@ class Proxy:
         """``/api/v1/instances/{name}/proxy/*``: the backend's own API; never starts the instance."""
         name, rest = _split(scope, b"/api/v1/instances/", b"proxy/")
         target = origin_form(rest, scope["query_string"])
-        self._instance(name, "name")
+        self.manager.get(name)  # 404 before the body is read
         body = await read_body(receive, self.max_body_bytes)
         async with self.manager.lease(name, on_demand=False) as leased:
             await self._forward(
@@ -109,10 +111,6 @@ class Proxy:
             raise HttpError(
                 403, "permission_denied", f"this key may not use instance {echo(name)}", field=field
             )
-
-    def _instance(self, name: str, field: str) -> InstanceInfo:
-        _check_name(name, field)
-        return self.manager.get(name)
 
     async def _forward(
         self,
@@ -130,12 +128,6 @@ class Proxy:
         await self.upstream.forward(
             scope, receive, send, Target(host, port, target), body, extra_headers, error_body
         )
-
-
-def _check_name(name: str, field: str) -> None:
-    if NAME_PATTERN.fullmatch(name) is None:
-        # No instance has such a name; said here so that a 10 MB name is not echoed whole.
-        raise HttpError(404, "not_found", f"no instance named {echo(name)}", field=field)
 
 
 def _split(scope: Scope, prefix: bytes, marker: bytes = b"") -> tuple[str, bytes]:
