@@ -25,13 +25,14 @@ from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings, ReconcileReport
 from llamactl.instance.scheduling import CapacityLimits
-from llamactl.instance.store import InstanceStore, StoreError
-from llamactl.server.api_keys import ApiKeyStore, Authenticator, ManagementKeys
+from llamactl.server.api_keys import ApiKeyStore
 from llamactl.server.app import LlamactlApp, is_loopback
+from llamactl.server.auth import Authenticator, ManagementKeys
 from llamactl.server.management import ManagementApi
 from llamactl.server.models import ModelListing
 from llamactl.server.proxy import Proxy
 from llamactl.server.upstream import Upstream
+from llamactl.store import Store, StoreError
 
 logger = logging.getLogger("llamactl")
 
@@ -89,9 +90,9 @@ class Service:
         self.loaded = loaded
         self._reload_config = reload_config
         config = loaded.config
-        self.store = InstanceStore(config.database.path)
+        self.store = Store(config.database.path)
         self.manager = InstanceManager(manager_settings(config), self.store)
-        self.keys = ApiKeyStore(config.database.path)
+        self.keys = ApiKeyStore(self.store)
         self.management_keys = ManagementKeys(config.auth.management_keys)
         auth = Authenticator(
             self.management_keys,
@@ -169,7 +170,7 @@ class Service:
     async def close(self) -> None:
         await self.upstream.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
-        self.keys.close()
+        self.store.close()
 
 
 def configure_logging(level: str = "INFO") -> None:

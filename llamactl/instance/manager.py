@@ -64,8 +64,9 @@ from llamactl.instance.scheduling import (
     plan_swaps,
 )
 from llamactl.instance.status import InstanceStatus
-from llamactl.instance.store import InstanceRecord, InstanceStore
 from llamactl.instance.supervisor import ProcessSettings, Supervisor, SupervisorHooks
+from llamactl.private_files import make_private_dirs
+from llamactl.store import InstanceRecord, Store
 
 logger = logging.getLogger("llamactl.instance")
 
@@ -205,7 +206,7 @@ class InstanceManager:
     def __init__(
         self,
         settings: ManagerSettings,
-        store: InstanceStore,
+        store: Store,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock`` drives the idle, fairness and least-recently-used decisions; deadlines use real time."""
@@ -214,7 +215,7 @@ class InstanceManager:
         self._store = store
         self._clock = clock
         self._ports = PortAllocator(*settings.port_range)
-        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(settings.logs_dir)
         self._instances: dict[str, _Instance] = {}
         self._process_settings = ProcessSettings(
             host=settings.host,

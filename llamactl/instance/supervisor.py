@@ -50,7 +50,7 @@ from llamactl.instance.options import InstanceOptions
 from llamactl.instance.ports import PortAllocator, port_is_free
 from llamactl.instance.process import BackendProcess, start_ticks
 from llamactl.instance.readiness import wait_until_ready
-from llamactl.instance.store import InstanceStore, ProcessRecord
+from llamactl.store import ProcessRecord, Store
 
 logger = logging.getLogger("llamactl.instance")
 
@@ -89,7 +89,7 @@ class Supervisor:
         hooks: SupervisorHooks,
         log: InstanceLog,
         ports: PortAllocator,
-        store: InstanceStore,
+        store: Store,
         clock: Callable[[], float],
     ) -> None:
         self.name = name

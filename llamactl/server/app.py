@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 
 from llamactl.errors import HttpError
-from llamactl.server.api_keys import Authenticator
 from llamactl.server.asgi import Receive, Scope, Send, header, send_error
+from llamactl.server.auth import Authenticator
 from llamactl.server.errors import management_body
 from llamactl.server.gate import policies
 from llamactl.server.management import ManagementApi

@@ -33,8 +33,8 @@ import msgspec
 from starlette.middleware.cors import CORSMiddleware
 
 from llamactl.errors import HttpError, LlamactlError, echo
-from llamactl.server.api_keys import Authenticator, Principal
 from llamactl.server.asgi import ClientGone, ErrorBody, Receive, Scope, Send, header, send_error
+from llamactl.server.auth import Authenticator, Principal
 from llamactl.server.errors import management_body, openai_body
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -107,7 +107,6 @@ class ManagementApi:
     async def delete_instance(self, request: Request) -> Response:
         name = request.path_params["name"]
         await self.manager.delete(name)
-        self.keys.forget_instance(name)
         return Response(status_code=204)
 
     async def start_instance(self, request: Request) -> Response:
@@ -173,16 +172,7 @@ class ManagementApi:
 
     async def create_key(self, request: Request) -> Response:
         body = await read_json(request, CreateKeyRequest)
-        names_by_id = {info.id: info.name for info in self.manager.list_instances()}
-        for index, instance_id in enumerate(body.instance_ids):
-            if instance_id not in names_by_id:
-                raise HttpError(
-                    400, "invalid_request", f"instance_ids[{index}]: no instance with ID {instance_id}"
-                )
-        body = msgspec.structs.replace(
-            body, instances=[*body.instances, *(names_by_id[i] for i in body.instance_ids)], instance_ids=[]
-        )
-        info, key = self.keys.create(body, set(names_by_id.values()))
+        info, key = await self.keys.create(body)
         return json_response(CreatedKey(**msgspec.structs.asdict(info), key=key), status=201)
 
     async def list_keys(self, request: Request) -> Response:
@@ -203,7 +193,7 @@ class ManagementApi:
         return json_response(permissions)
 
     async def delete_key(self, request: Request) -> Response:
-        self.keys.delete(_key_id(request))
+        await self.keys.delete(_key_id(request))
         return Response(status_code=204)
 
 

@@ -13,8 +13,8 @@ import msgspec
 
 from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceInfo, InstanceManager
-from llamactl.server.api_keys import Authenticator, Principal
 from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.auth import Authenticator, Principal
 
 
 class ModelEntry(msgspec.Struct):

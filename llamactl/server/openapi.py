@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from llamactl import __version__
-from llamactl.server.api_keys import Principal
 from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.auth import Principal
 from llamactl.server.errors import ManagementError, OpenAIError
 from llamactl.server.gate import STATE_CHANGING, Family
 

@@ -24,8 +24,8 @@ from llamactl.backends import BackendType
 from llamactl.errors import HttpError, echo
 from llamactl.instance.errors import InstanceNotFound
 from llamactl.instance.manager import InstanceInfo, InstanceManager
-from llamactl.server.api_keys import Authenticator, Principal
 from llamactl.server.asgi import ErrorBody, Receive, Scope, Send, header, read_body
+from llamactl.server.auth import Authenticator, Principal
 from llamactl.server.errors import management_body, openai_body
 from llamactl.server.json_body import decode_json, require_json
 from llamactl.server.models import backend_model

@@ -21,8 +21,9 @@ from llamactl.backends import ParsedCommand
 from llamactl.errors import HttpError
 from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
-from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest, Principal
+from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
 from llamactl.server.asgi import Receive, Scope, Send, send_error
+from llamactl.server.auth import Principal
 from llamactl.server.errors import management_body
 from llamactl.server.events_stream import EventsStream
 from llamactl.server.gate import Family, Gate, Handler, Policy

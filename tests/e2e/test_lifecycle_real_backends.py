@@ -25,7 +25,7 @@ from llamactl.instance.launch import BackendSettings
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.options import instance_options_from_json
 from llamactl.instance.status import InstanceStatus
-from llamactl.instance.store import InstanceStore
+from llamactl.store import Store
 from tests.e2e.tiny_models import write_tiny_gguf, write_tiny_mlx_model
 from tests.instance.helpers import settings
 
@@ -54,7 +54,7 @@ def real_manager(tmp_path: Path, **overrides: Any) -> InstanceManager:
         BackendType.VLLM: BackendSettings(command=str(BIN / "vllm"), args=["serve"]),
     }
     options = {"backends": backends, "start_timeout": 180.0, "stop_grace": 10.0, **overrides}
-    return InstanceManager(settings(tmp_path, **options), InstanceStore(tmp_path / "llamactl.db"))
+    return InstanceManager(settings(tmp_path, **options), Store(tmp_path / "llamactl.db"))
 
 
 def pasted(backend: str, command: str, **instance_options: Any) -> Any:

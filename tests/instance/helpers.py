@@ -17,7 +17,7 @@ from llamactl.instance.launch import BackendSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings
 from llamactl.instance.options import InstanceOptions, instance_options_from_json
 from llamactl.instance.scheduling import CapacityLimits
-from llamactl.instance.store import InstanceStore
+from llamactl.store import Store
 
 STANDIN = Path(__file__).resolve().parents[1] / "standin_backend.py"
 
@@ -46,7 +46,7 @@ def settings(tmp_path: Path, **overrides: Any) -> ManagerSettings:
 
 
 def manager(tmp_path: Path, clock: Any = None, **overrides: Any) -> InstanceManager:
-    store = InstanceStore(tmp_path / "llamactl.db")
+    store = Store(tmp_path / "llamactl.db")
     if clock is None:
         return InstanceManager(settings(tmp_path, **overrides), store)
     return InstanceManager(settings(tmp_path, **overrides), store, clock=clock)

@@ -30,7 +30,7 @@ from llamactl.instance.options import InstanceOptions
 from llamactl.instance.process import group_is_alive, start_ticks
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.status import InstanceStatus
-from llamactl.instance.store import InstanceStore, ProcessRecord, StoreError
+from llamactl.store import ProcessRecord, Store, StoreError
 from tests.instance.helpers import (
     alive,
     assert_none_alive,
@@ -396,7 +396,7 @@ def test_a_new_llamactl_kills_process_groups_its_predecessor_left(tmp_path: Path
     leftover = subprocess.Popen(["sleep", "600"], start_new_session=True)
     ticks = start_ticks(leftover.pid)
     assert ticks is not None
-    store = InstanceStore(tmp_path / "llamactl.db")
+    store = Store(tmp_path / "llamactl.db")
     store.record_process(ProcessRecord("alpha", leftover.pid, ticks))
     store.close()
 
@@ -412,7 +412,7 @@ def test_a_new_llamactl_kills_process_groups_its_predecessor_left(tmp_path: Path
 def test_a_recycled_pid_in_the_ledger_is_left_alone(tmp_path: Path) -> None:
     bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)
     try:
-        store = InstanceStore(tmp_path / "llamactl.db")
+        store = Store(tmp_path / "llamactl.db")
         store.record_process(ProcessRecord("alpha", bystander.pid, 1))  # another start time
         store.close()
 
@@ -480,7 +480,7 @@ def test_a_corrupt_database_is_reported_not_replaced(tmp_path: Path) -> None:
     database = tmp_path / "llamactl.db"
     database.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=r"llamactl\.db"):
-        InstanceStore(database)
+        Store(database)
     assert database.read_bytes() == b"this is not a database" * 100
 
 
