@@ -15,13 +15,14 @@ import difflib
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test extras yet
 
+from llamactl.backends import Backend, get_backend
 from llamactl.client import CLIENT_VARIABLES
 
 # Structs ----------------------------------------------------------------------------------------
@@ -819,14 +820,35 @@ def _kind(value: Any) -> str:
 # Redaction --------------------------------------------------------------------------------------
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
+_ASSIGNMENT = re.compile(r"(?:--?[A-Za-z][\w-]*=)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=")
+"""A variable assignment in an argument: ``HF_TOKEN=…`` after ``-e``, or ``--env=HF_TOKEN=…``."""
 REDACTED = "***"
+
+
+def _is_secret_name(name: str) -> bool:
+    """Whether a variable or header name suggests its value is a secret (``HF_TOKEN``, ``X-Api-Key``)."""
+    return _SECRET_NAME.search(name) is not None
+
+
+def redacted_command(argv: Sequence[str], backend: Backend) -> list[str]:
+    """A command line as it may be shown: values of the backend's secret flags (``--api-key``) and of
+    secret-looking variable assignments (``-e HF_TOKEN=…``) become ``***``."""
+    shown = []
+    for token in backend.redacted_arguments(argv, REDACTED):
+        assignment = _ASSIGNMENT.match(token)
+        if assignment is not None and _is_secret_name(assignment["name"]):
+            token = assignment.group(0) + REDACTED
+        shown.append(token)
+    return shown
 
 
 def redacted(config: AppConfig) -> dict[str, Any]:
     """The config as JSON-ready builtins without secrets, for ``GET /api/v1/config``.
 
     Management keys and node API keys become ``***``; so do environment
-    variables and response headers whose names suggest a secret (``HF_TOKEN``).
+    variables and response headers whose names suggest a secret (``HF_TOKEN``),
+    and the values of secret flags and assignments in a backend's or its
+    docker's ``args`` (see ``redacted_command``).
     """
     document: dict[str, Any] = msgspec.to_builtins(config, enc_hook=_encode_path)
     auth = document["auth"]
@@ -835,13 +857,15 @@ def redacted(config: AppConfig) -> dict[str, Any]:
         if node["api_key"]:
             node["api_key"] = REDACTED
     named_values = [document["server"]["response_headers"]]
-    for backend in document["backends"].values():
+    for key, backend in document["backends"].items():
         named_values += [backend["environment"], backend["response_headers"]]
+        backend["args"] = redacted_command(backend["args"], get_backend(key))
         if "docker" in backend:
             named_values.append(backend["docker"]["environment"])
+            backend["docker"]["args"] = redacted_command(backend["docker"]["args"], get_backend(key))
     for values in named_values:
         for name in values:
-            if _SECRET_NAME.search(name):
+            if _is_secret_name(name):
                 values[name] = REDACTED
     return document
 

@@ -676,3 +676,40 @@ def test_redaction_hides_secrets(machine: Machine) -> None:
     assert document["backends"]["llama-cpp"]["command"] == "llama-server"
     assert document["data_dir"] == str(machine.home / ".local/share/llamactl")
     assert "s3cr3t" not in msgspec.json.encode(document).decode()
+
+
+def test_redaction_hides_secret_flags_and_assignments_in_backend_and_docker_args(machine: Machine) -> None:
+    machine.write(
+        "config.yaml",
+        "backends:\n"
+        "  llama-cpp:\n"
+        "    args: [--api-key, s3cr3t-a, '--api-key=s3cr3t-b', -hft, s3cr3t-c, --api-key-file, /keys.txt]\n"
+        "  vllm:\n"
+        "    args: [serve, --api-key, s3cr3t-d, s3cr3t-e, --port, '1', --hf-token]\n"
+        "    docker:\n"
+        "      image: vllm/vllm-openai\n"
+        "      args: [run, -e, HF_TOKEN=s3cr3t-f, '--env=WANDB_API_KEY=s3cr3t-g',\n"
+        "             -e, CUDA_VISIBLE_DEVICES=0]\n",
+    )
+    document = redacted(machine.load().config)
+    backends = document["backends"]
+    assert backends["llama-cpp"]["args"] == [
+        "--api-key",
+        "***",
+        "--api-key=***",
+        "-hft",
+        "***",
+        "--api-key-file",  # a path to a file of keys is not a key
+        "/keys.txt",
+    ]
+    # --api-key takes one or more values in vLLM, --hf-token zero or one
+    assert backends["vllm"]["args"] == ["serve", "--api-key", "***", "***", "--port", "1", "--hf-token"]
+    assert backends["vllm"]["docker"]["args"] == [
+        "run",
+        "-e",
+        "HF_TOKEN=***",
+        "--env=WANDB_API_KEY=***",
+        "-e",
+        "CUDA_VISIBLE_DEVICES=0",
+    ]
+    assert "s3cr3t" not in msgspec.json.encode(document).decode()

@@ -1,9 +1,11 @@
-"""`llamactl serve` over its database, as a user meets it: grants go with their instance, and a
-database locked by another program holds up no request."""
+"""`llamactl serve` over its database, as a user meets it: grants go with their instance, secrets
+stay out of the instance log and ``GET /config``, its files are private, and a database locked by
+another program holds up no request."""
 
 from __future__ import annotations
 
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -50,6 +52,10 @@ def create_key(client: httpx.Client, *instances: str) -> tuple[int, str]:
     created = client.post("/api/v1/auth/keys", json=body)
     assert created.status_code == 201, created.text
     return created.json()["id"], created.json()["key"]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_a_reload_that_drops_an_instance_drops_its_grants_and_a_namesake_inherits_none(
@@ -103,6 +109,36 @@ def test_a_reload_that_drops_an_instance_drops_its_grants_and_a_namesake_inherit
         assert keys == {key_id: ["beta"], other_id: []}
         client.close()
         assert serving.stop() == 0
+
+
+def test_secrets_stay_out_of_the_instance_log_and_get_config_and_the_files_are_private(
+    tmp_path: Path,
+) -> None:
+    secrets = ["cfg-flag-secret", "cfg-env-secret", "inst-key-1", "inst-key-2", "inst-hf-flag", "inst-hf-env"]
+    backends = standin_backends((18720, 18739), ", --api-key, cfg-flag-secret", "{HF_TOKEN: cfg-env-secret}")
+    with serve_process(tmp_path, backends) as serve:
+        options = standin_instance(
+            serve.pids,
+            backend_options={"model": "/m/tiny.gguf", "api_key": secrets[2:4], "hf_token": secrets[4]},
+            environment={"STANDIN_PIDS": str(serve.pids), "HF_TOKEN": secrets[5]},
+        )
+        assert serve.client.post("/api/v1/instances/chat", json=options).status_code == 201
+        assert serve.client.post("/api/v1/instances/chat/start").status_code == 200
+        assert serve.client.post("/api/v1/instances/chat/stop").status_code == 200
+        log = serve.client.get("/api/v1/instances/chat/logs").text
+        config = serve.client.get("/api/v1/config").text
+    starting = next(line for line in log.splitlines() if "=== llamactl: starting:" in line)
+    assert "--api-key '***' --api-key '***'" in starting and "'HF_TOKEN=***'" in starting
+    assert "standin: listening" in log  # the log is the backend's, only the secrets are gone
+    data = tmp_path / "data"
+    on_disk = (data / "logs" / "chat.log").read_text()
+    for secret in secrets:
+        assert secret not in log and secret not in on_disk and secret not in config, secret
+    assert '"HF_TOKEN":"***"' in config and '"--api-key","***"' in config
+    assert (mode(data), mode(data / "logs")) == (0o700, 0o700)
+    files = {path.name: mode(path) for path in data.iterdir() if path.is_file()}
+    assert "llamactl.db" in files and set(files.values()) == {0o600}, files
+    assert mode(data / "logs" / "chat.log") == 0o600
 
 
 def test_a_database_locked_by_another_program_holds_up_no_request(tmp_path: Path) -> None:

@@ -39,6 +39,14 @@ INFO_FLAGS = frozenset(
     {"-h", "--help", "--usage", "--version", "--completion-bash", "--list-devices", "-cl", "--cache-list"}
 )
 
+# Flags whose value is a credential, by backend package and long spelling: their values are
+# never logged nor shown. Paths to key files (--api-key-file, --ssl-key-file) are not secrets.
+SECRET_FLAGS: dict[str, frozenset[str]] = {
+    "llama_cpp": frozenset({"--api-key", "--hf-token"}),
+    "vllm": frozenset({"--api-key", "--hf-token"}),
+    "mlx_lm": frozenset(),  # mlx_lm.server 0.32.2 takes no credential
+}
+
 GO_TYPE_KIND: dict[str, ValueKind] = {
     "int": "int",
     "float64": "float",
@@ -323,7 +331,12 @@ PYTHON_TYPES: dict[str, str] = {
 CONSTRAINED_TYPES: dict[str, str] = {"port": "Port", "host": "Host"}
 
 
-def finish(drafts: list[Draft], go_keys: dict[str, tuple[str, str]]) -> list[FlagSpec]:
+def finish(
+    drafts: list[Draft], go_keys: dict[str, tuple[str, str]], secrets: frozenset[str]
+) -> list[FlagSpec]:
+    unknown = secrets - {draft.main_long for draft in drafts}
+    if unknown:
+        raise SystemExit(f"secret flags not in the help text: {sorted(unknown)}")
     specs: list[FlagSpec] = []
     seen_keys: set[str] = set()
     seen_spellings: set[str] = set()
@@ -349,6 +362,7 @@ def finish(drafts: list[Draft], go_keys: dict[str, tuple[str, str]]) -> list[Fla
                 repeated=draft.repeated,
                 positional=draft.positional,
                 implied=draft.implied,
+                secret=draft.main_long in secrets,
             )
         )
     return specs
@@ -409,7 +423,8 @@ def write_backend(
     drafts: list[Draft],
     go_keys: dict[str, tuple[str, str]],
 ) -> None:
-    spec = CliSpec(program=program, version=version, flags=tuple(finish(drafts, go_keys)))
+    flags = finish(drafts, go_keys, SECRET_FLAGS[package])
+    spec = CliSpec(program=program, version=version, flags=tuple(flags))
     target = BACKENDS_DIR / package
     (target / "cli_spec.json").write_bytes(msgspec.json.format(msgspec.json.encode(spec), indent=1) + b"\n")
     (target / "options.py").write_text(options_module(class_name, spec, source))

@@ -9,7 +9,7 @@ and never switches on the backend type.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, cast
@@ -18,6 +18,7 @@ import msgspec
 
 from llamactl.backends.argv_builder import build_arguments
 from llamactl.backends.argv_parser import parse_arguments
+from llamactl.backends.argv_redaction import redact_arguments
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.cli_spec import CliSpec, load_cli_spec
 from llamactl.backends.launcher import Launcher
@@ -86,6 +87,10 @@ class Backend(ABC):
     def command_line(self, options: BackendOptions) -> list[str]:
         """The default executable with its leading arguments and the options."""
         return [self.default_command, *self.default_args, *self.build_arguments(options)]
+
+    def redacted_arguments(self, arguments: Sequence[str], mask: str) -> list[str]:
+        """A command line with the values of this backend's secret flags (``--api-key``) as ``mask``."""
+        return redact_arguments(self.spec, arguments, mask)
 
     def knows_flag(self, token: str) -> bool:
         spelling = token.partition("=")[0]

@@ -45,6 +45,8 @@ class FlagSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     """The value may also be given as the command's positional argument (vLLM's model)."""
     implied: str | None = None
     """The value meant when the flag is given with none: older releases took it as a switch."""
+    secret: bool = False
+    """The value is a credential (``--api-key``): logs and ``GET /config`` show ``***`` instead."""
 
     @property
     def is_list(self) -> bool:
@@ -93,6 +95,11 @@ class CliSpec(msgspec.Struct, frozen=True, dict=True):
     @cached_property
     def positional(self) -> FlagSpec | None:
         return next((flag for flag in self.flags if flag.positional), None)
+
+    @cached_property
+    def secret_flags(self) -> dict[str, FlagSpec]:
+        """Map every spelling of a flag whose value is a credential to its flag."""
+        return {spelling: flag for flag in self.flags if flag.secret for spelling in flag.spellings}
 
 
 def load_cli_spec(path: Path) -> CliSpec:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 
 import msgspec
 
-from llamactl.backends import get_backend
+from llamactl.backends import Backend, get_backend
+from llamactl.config import redacted_command
 from llamactl.instance.options import InstanceOptions
 
 
@@ -30,6 +32,9 @@ class BackendSettings(msgspec.Struct, frozen=True):
 class LaunchCommand(msgspec.Struct, frozen=True):
     argv: list[str]
     environment: dict[str, str]
+    shown: str
+    """The command as the instance log shows it: the variables llamactl sets, then argv, as a POSIX
+    shell line, with secrets (``--api-key``'s value, ``HF_TOKEN``'s) as ``***``."""
     stop_argv: list[str] = []
     """Run first when stopping: a container outlives its ``docker run`` client unless told to stop."""
 
@@ -45,8 +50,14 @@ def launch_command(
     """Precedence, later wins: llamactl's environment, the backend's, the instance's.
 
     In Docker mode the backend's and instance's variables go into the container
-    with ``-e`` (the Go version set them on the docker client only, where they
-    did nothing), and the container is named after the instance.
+    (the Go version set them on the docker client only, where they did nothing)
+    as ``-e NAME``, which makes docker take the value from its own environment:
+    a value in argv (``-e HF_TOKEN=…``) is readable by every local user in
+    ``ps``, and a ``--env-file`` would put it on disk, where it outlives a
+    llamactl killed before it could delete it. The docker client sees the
+    variables too, so one meant for the container that docker itself reads
+    (``DOCKER_HOST``) steers the client as well. The container is named after
+    the instance.
     """
     backend = get_backend(options.backend_type)
     typed = backend.with_address(options.backend_options, host, port)
@@ -60,13 +71,23 @@ def launch_command(
             *docker.args,
             "--name",
             f"llamactl-{name}",
-            *(token for key, value in container_variables.items() for token in ("-e", f"{key}={value}")),
+            *(token for key in container_variables for token in ("-e", key)),
             docker.image,
             *backend.build_docker_arguments(typed),
         ]
         return LaunchCommand(
-            argv=argv, environment=dict(base_environment), stop_argv=["docker", "stop", f"llamactl-{name}"]
+            argv=argv,
+            environment={**base_environment, **container_variables},
+            shown=_shown(container_variables, argv, backend),
+            stop_argv=["docker", "stop", f"llamactl-{name}"],
         )
     command = options.command_override or settings.command
     argv = [command, *settings.args, *backend.build_arguments(typed)]
-    return LaunchCommand(argv=argv, environment={**base_environment, **variables})
+    return LaunchCommand(
+        argv=argv, environment={**base_environment, **variables}, shown=_shown(variables, argv, backend)
+    )
+
+
+def _shown(variables: Mapping[str, str], argv: list[str], backend: Backend) -> str:
+    assignments = [f"{key}={value}" for key, value in variables.items()]
+    return shlex.join(redacted_command([*assignments, *argv], backend))

@@ -17,6 +17,8 @@ from io import FileIO
 from itertools import islice
 from pathlib import Path
 
+from llamactl.private_files import make_private_dirs, open_private
+
 RING_LINES = 1000
 FOLLOW_QUEUE_LINES = 1000
 _READ_CHUNK = 64 * 1024
@@ -164,8 +166,9 @@ class InstanceLog:
             if self._max_bytes and self._size and self._size + len(data) > self._max_bytes:
                 self._rotate()
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab", buffering=0)
+                # 0600 in a 0700 directory: a backend may print what it was given (a token, a key).
+                make_private_dirs(self.path.parent)
+                self._file = FileIO(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")
                 self._size = self._file.seek(0, os.SEEK_END)
             self._size += self._file.write(data)
 

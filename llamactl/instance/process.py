@@ -13,9 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
+from llamactl.instance.launch import LaunchCommand
 from llamactl.instance.log_file import InstanceLog
 
 WATCHDOG = Path(__file__).with_name("watchdog.py")
@@ -37,15 +37,8 @@ class BackendProcess:
         self.exited: asyncio.Future[int] = asyncio.ensure_future(self._wait())
 
     @classmethod
-    async def spawn(
-        cls,
-        argv: list[str],
-        environment: Mapping[str, str],
-        log: InstanceLog,
-        stop_grace: float,
-        stop_argv: list[str] | None = None,
-    ) -> BackendProcess:
-        log.write_marker("starting: " + subprocess.list2cmdline(argv))
+    async def spawn(cls, command: LaunchCommand, log: InstanceLog, stop_grace: float) -> BackendProcess:
+        log.write_marker("starting: " + command.shown)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-I",  # isolated: no user site, no environment-driven imports
@@ -53,15 +46,15 @@ class BackendProcess:
             str(WATCHDOG),
             str(stop_grace),
             "--",
-            *argv,
+            *command.argv,
             # A pipe nobody writes to: its EOF tells the watchdog llamactl is gone.
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(environment),
+            env=command.environment,
             start_new_session=True,
         )
-        return cls(process, log, stop_argv or [])
+        return cls(process, log, command.stop_argv)
 
     async def _wait(self) -> int:
         code = await self._process.wait()

@@ -193,9 +193,7 @@ class Supervisor:
             command = launch_command(
                 self.name, options, self._hooks.backend_settings(options), self._settings.host, port
             )
-            process = await BackendProcess.spawn(
-                command.argv, command.environment, self._log, self._settings.stop_grace, command.stop_argv
-            )
+            process = await BackendProcess.spawn(command, self._log, self._settings.stop_grace)
         except (OSError, LlamactlError) as error:
             self._release()
             message = error.message if isinstance(error, LlamactlError) else f"cannot start: {error}"

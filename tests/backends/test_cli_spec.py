@@ -82,7 +82,9 @@ def test_vllm_spec_has_every_parser_argument() -> None:
 )
 def test_checked_in_spec_matches_the_generator(backend_type: BackendType, build) -> None:  # type: ignore[no-untyped-def]
     program, version, drafts, go_keys = build()
-    regenerated = generate_cli_specs.finish(drafts, go_keys)
+    regenerated = generate_cli_specs.finish(
+        drafts, go_keys, generate_cli_specs.SECRET_FLAGS[backend_type.value]
+    )
     spec = BACKENDS[backend_type].spec
     assert (program, version) == (spec.program, spec.version)
     assert msgspec.to_builtins(regenerated) == msgspec.to_builtins(list(spec.flags))
@@ -114,3 +116,23 @@ def test_options_struct_has_a_field_per_flag(backend_type: BackendType) -> None:
 )
 def test_keys_follow_the_go_llamactl(backend_type: BackendType, key: str) -> None:
     assert key in BACKENDS[backend_type].spec.by_key
+
+
+def test_the_flags_that_take_a_credential_are_marked_secret() -> None:
+    secret = {
+        backend_type: sorted(flag.canonical for flag in backend.spec.flags if flag.secret)
+        for backend_type, backend in BACKENDS.items()
+    }
+    assert secret == {
+        BackendType.LLAMA_CPP: ["--api-key", "--hf-token"],
+        BackendType.VLLM: ["--api-key", "--hf-token"],
+        BackendType.MLX_LM: [],
+    }
+    llama = BACKENDS[BackendType.LLAMA_CPP]
+    assert llama.redacted_arguments(["-hft", "hf_x", "--api-key=a", "--api-key", "-b"], "***") == [
+        "-hft",
+        "***",
+        "--api-key=***",
+        "--api-key",
+        "***",  # llama-server takes the next token whatever it looks like
+    ]

@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import os
 import re
+import stat
 import sys
 import tracemalloc
 from collections.abc import Coroutine
@@ -36,6 +38,10 @@ def drained(tmp_path: Path, *chunks: bytes, max_line_bytes: int = 64 * 1024) -> 
     run(drain_chunks(log, *chunks))
     log.close()
     return (tmp_path / "a.log").read_text().splitlines()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def numbered(count: int, start: int = 0) -> bytes:
@@ -240,3 +246,29 @@ def test_follow_after_close_ends_at_once(tmp_path: Path) -> None:
         return [line async for line in log.follow()]
 
     assert run(follow()) == []
+
+
+def test_log_files_are_0600_in_0700_directories_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        log = InstanceLog(tmp_path / "logs" / "deeper" / "a.log", max_bytes=1000, backups=2)
+        run(drain_chunks(log, numbered(300)))
+        log.close()
+    finally:
+        os.umask(previous)
+    assert {mode(tmp_path / "logs"), mode(tmp_path / "logs" / "deeper")} == {0o700}
+    files = sorted((tmp_path / "logs" / "deeper").iterdir())
+    assert [path.name for path in files] == ["a.log", "a.log.1", "a.log.2"]  # rotated ones too
+    assert {mode(path) for path in files} == {0o600}
+
+
+def test_an_existing_world_readable_log_is_made_0600_before_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_text("from an older llamactl\n")
+    path.chmod(0o644)
+    tmp_path.chmod(0o755)
+    log = InstanceLog(path, max_bytes=0, backups=0)
+    log.write_marker("starting: llama-server --api-key '***'")
+    log.close()
+    assert (mode(path), mode(tmp_path)) == (0o600, 0o755)  # the directory was not ours to change
+    assert path.read_text().startswith("from an older llamactl\n=== llamactl: starting")
