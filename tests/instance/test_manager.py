@@ -180,13 +180,14 @@ def test_the_restart_counter_resets_after_a_stable_period(tmp_path: Path, pids: 
             m.create("alpha", standin_options(pids, "exit_after=0.3", max_restarts=1, restart_delay=0))
             await m.start("alpha")
             now[0] += 61  # ready for a stable minute before each crash: never "failed"
-            for crash in range(3):
-                while m.get("alpha").restarts != 1 or m.get("alpha").status is not InstanceStatus.RUNNING:
-                    assert m.get("alpha").status is not InstanceStatus.FAILED, f"failed at crash {crash}"
-                    await asyncio.sleep(0.01)
-                now[0] += 61
-                while m.get("alpha").status is InstanceStatus.RUNNING:
-                    await asyncio.sleep(0.01)  # the next crash
+            async with asyncio.timeout(30):
+                for crash in range(3):
+                    while m.get("alpha").restarts != 1 or m.get("alpha").status is not InstanceStatus.RUNNING:
+                        assert m.get("alpha").status is not InstanceStatus.FAILED, f"failed at crash {crash}"
+                        await asyncio.sleep(0.01)
+                    now[0] += 61
+                    while m.get("alpha").status is InstanceStatus.RUNNING:
+                        await asyncio.sleep(0.01)  # the next crash
             assert len(recorded_pids(pids)) == 4
 
     run(scenario)
@@ -195,12 +196,11 @@ def test_the_restart_counter_resets_after_a_stable_period(tmp_path: Path, pids: 
 def test_a_stop_during_backoff_cancels_the_pending_restart(tmp_path: Path, pids: Path) -> None:
     async def scenario() -> None:
         async with opened_manager(tmp_path) as m:
-            m.create("alpha", standin_options(pids, "exit_after=0.1", restart_delay=30))
+            m.create("alpha", standin_options(pids, "exit_after=0.1", restart_delay=1))
             await m.start("alpha")
-            while m.get("alpha").status is not InstanceStatus.RESTARTING:
-                await asyncio.sleep(0.02)
+            await eventually(lambda: m.get("alpha").status is InstanceStatus.RESTARTING)
             assert (await m.stop("alpha")).status is InstanceStatus.STOPPED
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.5)  # past the 1 s back-off: a restart still pending would have run
             assert m.get("alpha").status is InstanceStatus.STOPPED
             assert len(recorded_pids(pids)) == 1
 
