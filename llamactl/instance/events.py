@@ -22,7 +22,7 @@ class EventKind(StrEnum):
     STATUS = "status"
     """An instance changed status; ``reason`` says why (on demand, idle, evicted for X, crashed, …)."""
     QUEUE = "queue"
-    """The number of requests waiting for, or in flight on, an instance changed."""
+    """The number of requests waiting for an instance changed (with those in flight then)."""
 
 
 class InstanceEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

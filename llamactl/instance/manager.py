@@ -192,7 +192,7 @@ class _Instance:
         """Taking no new requests: draining to be swapped out for this instance."""
         self.last_used = now
         self.stop_waiters: list[asyncio.Future[None]] = []
-        self.published_load = (0, 0)
+        self.published_queue = 0
 
     @property
     def phase(self) -> Phase:
@@ -558,7 +558,12 @@ class InstanceManager:
         instance.last_used = self._clock()
         if instance.in_flight == 0 and instance.phase is Phase.DRAINING:
             instance.supervisor.post(Drained(), instance.supervisor.generation)
-        self._schedule()
+        # A freed place matters only to requests that wait: with none, the hot path skips the scheduler.
+        if instance.queue or instance.closed_for is not None or (instance.in_flight == 0 and self._waiting()):
+            self._schedule()
+
+    def _waiting(self) -> bool:
+        return any(instance.queue for instance in self._instances.values())
 
     def _describe(self, instance: _Instance) -> str:
         """What a request for ``instance`` is waiting for, in words."""
@@ -629,10 +634,11 @@ class InstanceManager:
             delay = max(plan.wake_at - now, 0.0)
             self._wake = asyncio.get_running_loop().call_later(delay, self._schedule)
         for instance in self._instances.values():
-            load = (len(instance.queue), instance.in_flight)
-            if load != instance.published_load:
-                instance.published_load = load
-                self.events.publish(EventKind.QUEUE, instance.name, queued=load[0], in_flight=load[1])
+            if len(instance.queue) != instance.published_queue:
+                instance.published_queue = len(instance.queue)
+                self.events.publish(
+                    EventKind.QUEUE, instance.name, queued=len(instance.queue), in_flight=instance.in_flight
+                )
 
     def _admit(self, instance: _Instance) -> None:
         while instance.queue and self._can_admit(instance):

@@ -8,7 +8,14 @@ from llamactl.instance.errors import InstanceConflict
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a backend could listen on ``port`` now.
+
+    With SO_REUSEADDR, as the backends themselves bind: connections of a backend
+    that just stopped linger in TIME_WAIT for a minute, and without it the
+    port would look taken until they are gone.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
