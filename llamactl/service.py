@@ -109,7 +109,14 @@ class Service:
             ]
             for key, section in backend_sections.items()
         }
-        proxy = Proxy(self.manager, auth, self.upstream, config.server.max_body_bytes, response_headers)
+        proxy = Proxy(
+            self.manager,
+            auth,
+            self.upstream,
+            config.server.max_body_bytes,
+            response_headers,
+            send_loading_state=config.instances.send_loading_state,
+        )
         management = ManagementApi(
             self.manager,
             self.keys,

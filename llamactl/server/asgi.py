@@ -7,7 +7,9 @@ on top of the forwarding itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from llamactl.errors import HttpError, LlamactlError
@@ -60,3 +62,33 @@ async def send_error(
     start += headers
     await send({"type": "http.response.start", "status": error.status, "headers": start})
     await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.asynccontextmanager
+async def cancelled_when_client_leaves(receive: Receive) -> AsyncIterator[None]:
+    """Cancel the request's task as soon as its client disconnects, and end it quietly then.
+
+    For a request whose body is read: from then on ``receive`` only says that
+    the client left. Around the wait for an instance as well as the
+    forwarding, so a request that leaves while queued leaves the queue at once.
+    Only our own cancel is swallowed: any other (a shutdown) goes on.
+    """
+    task = asyncio.current_task()
+    assert task is not None  # ASGI apps run in a task
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task))
+    try:
+        yield
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled() and task.uncancel() == 0:
+            return
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> bool:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            task.cancel()  # the request's task: its `finally` blocks leave the queue and close upstream
+            return True

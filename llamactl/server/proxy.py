@@ -21,16 +21,25 @@ import asyncio
 import msgspec
 
 from llamactl.backends import BackendType
-from llamactl.errors import HttpError, echo
+from llamactl.errors import HttpError, LlamactlError, echo
 from llamactl.instance.errors import InstanceNotFound
-from llamactl.instance.manager import InstanceInfo, InstanceManager
-from llamactl.server.asgi import ErrorBody, Receive, Scope, Send, header, read_body
+from llamactl.instance.manager import InstanceInfo, InstanceManager, Leased
+from llamactl.server.asgi import (
+    ErrorBody,
+    Receive,
+    Scope,
+    Send,
+    cancelled_when_client_leaves,
+    header,
+    read_body,
+)
 from llamactl.server.auth import Authenticator, Principal
 from llamactl.server.errors import management_body, openai_body
 from llamactl.server.json_body import decode_json, require_json
 from llamactl.server.models import backend_model
 from llamactl.server.targets import origin_form, raw_path, split_raw
 from llamactl.server.upstream import Target, Upstream
+from llamactl.server.waiting_stream import WaitingStream
 
 # The top-level members of the body, each kept as its raw JSON bytes: only `model` is decoded.
 RawBody = dict[str, msgspec.Raw]
@@ -46,6 +55,7 @@ class Proxy:
         upstream: Upstream,
         max_body_bytes: int,
         response_headers: dict[str, list[tuple[bytes, bytes]]],
+        send_loading_state: bool = False,
     ) -> None:
         self.manager = manager
         self.auth = auth
@@ -53,6 +63,8 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self.response_headers = response_headers
         """Extra response headers per backend type (``backends.<name>.response_headers``)."""
+        self.send_loading_state = send_loading_state
+        """``instances.send_loading_state``: an instance's own setting wins."""
 
     async def openai(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``POST /v1/*``: to the instance the body's ``model`` names."""
@@ -67,16 +79,30 @@ class Proxy:
         name, _, sub_model = requested.partition("/")
         self._check_permission(principal, name, "model")
         try:
+            info = self.manager.get(name)
             if sub_model:
-                backend_model(self.manager.get(name), sub_model)  # refused before any start
-            async with self.manager.lease(name) as leased:
-                served = backend_model(leased.info, sub_model)
-                if served is not None and served != requested:
-                    members["model"] = msgspec.Raw(msgspec.json.encode(served))
-                    body = msgspec.json.encode(members)
-                await self._forward(scope, receive, send, leased.info, leased.host, leased.port, target, body)
+                backend_model(info, sub_model)  # refused before any start
         except InstanceNotFound as error:
             raise HttpError(error.status, error.code, error.message, field="model") from None
+        waiting = WaitingStream(send, requested, self._loading_state(info)) if _streamed(members) else None
+        async with cancelled_when_client_leaves(receive):
+            try:
+                progress = waiting.report if waiting is not None else None
+                async with self.manager.lease(name, progress=progress) as leased:
+                    served = backend_model(leased.info, sub_model)
+                    if served is not None and served != requested:
+                        members["model"] = msgspec.Raw(msgspec.json.encode(served))
+                        body = msgspec.json.encode(members)
+                    head_sent = waiting is not None and waiting.head_sent
+                    await self._forward(scope, send, leased, target, body, head_sent=head_sent)
+            except LlamactlError as error:
+                if waiting is None or not waiting.head_sent:
+                    raise
+                await waiting.fail(openai_body(error))  # the 200 is out: the error ends the stream
+
+    def _loading_state(self, info: InstanceInfo) -> bool:
+        configured = info.options.send_loading_state
+        return self.send_loading_state if configured is None else configured
 
     async def llama_cpp(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``/llama-cpp/{name}/*``: llama-server's own endpoints, started on demand."""
@@ -92,8 +118,8 @@ class Proxy:
                 field="name",
             )
         body = await read_body(receive, self.max_body_bytes)
-        async with self.manager.lease(name) as leased:
-            await self._forward(scope, receive, send, leased.info, leased.host, leased.port, target, body)
+        async with cancelled_when_client_leaves(receive), self.manager.lease(name) as leased:
+            await self._forward(scope, send, leased, target, body)
 
     async def instance(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``/api/v1/instances/{name}/proxy/*``: the backend's own API; never starts the instance."""
@@ -101,10 +127,8 @@ class Proxy:
         target = origin_form(rest, scope["query_string"])
         self.manager.get(name)  # 404 before the body is read
         body = await read_body(receive, self.max_body_bytes)
-        async with self.manager.lease(name, on_demand=False) as leased:
-            await self._forward(
-                scope, receive, send, leased.info, leased.host, leased.port, target, body, management_body
-            )
+        async with cancelled_when_client_leaves(receive), self.manager.lease(name, on_demand=False) as leased:
+            await self._forward(scope, send, leased, target, body, management_body)
 
     def _check_permission(self, principal: Principal, name: str, field: str) -> None:
         if not self.auth.can_use(principal, name):
@@ -115,18 +139,16 @@ class Proxy:
     async def _forward(
         self,
         scope: Scope,
-        receive: Receive,
         send: Send,
-        info: InstanceInfo,
-        host: str,
-        port: int,
+        leased: Leased,
         target: str,
         body: bytes,
         error_body: ErrorBody = openai_body,
+        head_sent: bool = False,
     ) -> None:
-        extra_headers = self.response_headers.get(info.options.backend_type.value, [])
+        extra_headers = self.response_headers.get(leased.info.options.backend_type.value, [])
         await self.upstream.forward(
-            scope, receive, send, Target(host, port, target), body, extra_headers, error_body
+            scope, send, Target(leased.host, leased.port, target), body, extra_headers, error_body, head_sent
         )
 
 
@@ -136,6 +158,11 @@ def _split(scope: Scope, prefix: bytes, marker: bytes = b"") -> tuple[str, bytes
         # The decoded path matched the route, the raw one does not: an encoded '/' moved the parts.
         raise HttpError(404, "not_found", "no route matches the path as sent", field="path")
     return split
+
+
+def _streamed(members: RawBody) -> bool:
+    raw = members.get("stream")
+    return raw is not None and bytes(raw).strip() == b"true"
 
 
 def _model(members: RawBody) -> str:

@@ -13,13 +13,10 @@ re-buffering. What it guarantees:
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import msgspec
 
 from llamactl.errors import HttpError
-from llamactl.server.asgi import ErrorBody, Receive, Scope, Send, send_error
+from llamactl.server.asgi import ErrorBody, Scope, Send, send_error
 from llamactl.server.http_client import ConnectionPool, Response, UpstreamClosed
 
 HOP_BY_HOP = {
@@ -39,6 +36,8 @@ HOP_BY_HOP = {
 REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"authorization", b"x-api-key", b"expect"}
 CONNECT_TIMEOUT = 10.0
 WHOLE_BODY_LIMIT = 256 * 1024
+ECHOED_ANSWER_BYTES = 2000
+"""Of a backend's error answer quoted in a stream's error event."""
 """Non-streamed answers up to this size are read whole and sent in one piece."""
 
 
@@ -63,31 +62,22 @@ class Upstream:
     async def forward(
         self,
         scope: Scope,
-        receive: Receive,
         send: Send,
         target: Target,
         body: bytes,
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
+        head_sent: bool = False,
     ) -> None:
         """Send ``body`` to the backend with the client's method and headers; stream the answer back.
 
-        A client that leaves ends this quietly: the upstream request is dropped
-        and nothing is raised, since there is nobody to answer and nothing went wrong.
+        ``head_sent``: a 200 event stream's head already went out (while the
+        request waited for its instance), so the backend's own head is not sent;
+        an answer that is not a 200 event stream becomes the stream's error event.
+        The caller cancels this when the client leaves (``cancelled_when_client_leaves``).
         """
         headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
-        task = asyncio.current_task()
-        assert task is not None  # ASGI apps run in a task
-        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, task))
-        try:
-            await self._exchange(scope, send, target, body, headers, response_headers, error_body)
-        except asyncio.CancelledError:
-            # Our watcher's cancel, and no one else's: the client is gone.
-            if watcher.done() and not watcher.cancelled() and task.uncancel() == 0:
-                return
-            raise
-        finally:
-            watcher.cancel()
+        await self._exchange(scope, send, target, body, headers, response_headers, error_body, head_sent)
 
     async def _exchange(
         self,
@@ -98,14 +88,20 @@ class Upstream:
         headers: list[tuple[bytes, bytes]],
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
+        head_sent: bool,
     ) -> None:
         response: Response | None = None
-        started = False
+        started = head_sent
         try:
             response = await self._pool.request(
                 target.host, target.port, scope["method"], target.path, headers, body, self._idle_timeout
             )
             streaming = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
+            if head_sent and not (streaming and response.status == 200):
+                answer = (await response.read(self._idle_timeout))[:ECHOED_ANSWER_BYTES]
+                message = f"the backend answered {response.status}: {answer.decode(errors='replace')}"
+                await _end_stream(send, message)
+                return
             start = {
                 "type": "http.response.start",
                 "status": response.status,
@@ -118,7 +114,8 @@ class Upstream:
                 await send(start)
                 await send({"type": "http.response.body", "body": whole, "more_body": False})
                 return
-            await send(start)
+            if not head_sent:
+                await send(start)
             started = True
             try:
                 async for chunk in response.chunks(self._idle_timeout):
@@ -126,11 +123,13 @@ class Upstream:
             except (UpstreamClosed, TimeoutError) as failure:
                 # The status is sent: the client learns of the failure from the end of the stream.
                 if streaming:
-                    event = {"error": {"message": f"backend stream ended: {failure}", "type": "server_error"}}
-                    data = b"data: " + msgspec.json.encode(event) + b"\n\n"
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    await _end_stream(send, f"backend stream ended: {failure}")
+                    return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (OSError, TimeoutError) as failure:
+            if head_sent and response is None:
+                await _end_stream(send, f"the backend failed: {failure}")
+                return
             if started:
                 return
             status, reason = (
@@ -143,13 +142,11 @@ class Upstream:
                 response.close()  # reused only if the answer was complete
 
 
-async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> bool:
-    """Cancel the request's task when its client disconnects; True once it did."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            task.cancel()  # the request's task: its `finally` closes the upstream connection
-            return True
+async def _end_stream(send: Send, message: str) -> None:
+    """End an event stream whose status is sent with an OpenAI-shaped error event, and no [DONE]."""
+    event = {"error": {"message": message, "type": "server_error", "code": "backend_error"}}
+    data = b"data: " + msgspec.json.encode(event) + b"\n\n"
+    await send({"type": "http.response.body", "body": data, "more_body": False})
 
 
 def _response_headers(
