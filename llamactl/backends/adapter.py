@@ -96,6 +96,10 @@ class Backend(ABC):
         spelling = token.partition("=")[0]
         return spelling in self.spec.by_spelling or spelling.replace("_", "-") in self.spec.by_spelling
 
+    def adapter_names(self, options: BackendOptions) -> list[str]:
+        """Other ``model`` values the backend answers to, such as LoRA adapters it serves by name."""
+        return []
+
     @abstractmethod
     def served_model_name(self, options: BackendOptions) -> str | None:
         """The ``model`` value the backend expects in OpenAI requests, if it cares."""

@@ -2,7 +2,7 @@
 
 A request names ``instance`` or ``instance/model``. The second form reaches
 only a model the instance declares: its served model name (what the backend
-expects in ``model``) and its ``allowed_models``. Anything else is refused
+expects in ``model``), the adapters it serves by name, and its ``allowed_models``. Anything else is refused
 before it reaches the backend: mlx_lm.server, for one, loads (and downloads)
 whatever model it is asked for.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from llamactl.backends import get_backend
 from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceInfo, InstanceManager
 from llamactl.server.asgi import Receive, Scope, Send
@@ -31,9 +32,13 @@ class ModelList(msgspec.Struct):
 
 
 def served_models(info: InstanceInfo) -> list[str]:
-    """The names ``instance/<name>`` may use for this instance."""
-    served = [info.served_model] if info.served_model is not None else []
-    return served + [model for model in info.options.allowed_models if model not in served]
+    """The names ``instance/<name>`` may use: the served model, the adapters the backend serves by name
+    (vLLM's ``--lora-modules``), and ``allowed_models``."""
+    options = info.options
+    names = [info.served_model] if info.served_model is not None else []
+    names += get_backend(options.backend_type).adapter_names(options.backend_options)
+    names += options.allowed_models
+    return list(dict.fromkeys(names))
 
 
 def backend_model(info: InstanceInfo, sub_model: str) -> str | None:

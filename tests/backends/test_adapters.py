@@ -52,3 +52,30 @@ def test_registry_by_type_and_config_name() -> None:
         assert get_backend(backend_type.value) is adapter
         assert get_backend(adapter.config_key) is adapter
     assert [b.config_key for b in BACKENDS.values()] == ["llama-cpp", "mlx", "vllm"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "names"),
+    [
+        ("vllm", {"model": "org/m"}, []),
+        (
+            "vllm",
+            {
+                "model": "org/m",
+                "lora_modules": [
+                    "sql=/loras/sql",
+                    '{"name": "chat", "path": "/loras/chat", "base_model_name": "org/m"}',
+                    '[{"name": "a", "path": "/a"}, {"name": "b", "path": "/b"}]',
+                ],
+            },
+            ["sql", "chat", "a", "b"],
+        ),
+        ("llama-cpp", {"model": "/m.gguf", "lora": ["/l.gguf"]}, []),  # chosen per request, not by model
+        ("mlx", {"model": "/m", "adapter_path": "/a"}, []),
+    ],
+)
+def test_adapter_names_are_the_models_a_backend_serves_besides_its_own(
+    backend: str, options: dict[str, object], names: list[str]
+) -> None:
+    adapter = get_backend(backend)
+    assert adapter.adapter_names(adapter.options_from_json(options)) == names

@@ -20,9 +20,10 @@ EDGE_BACKENDS = f"""
 backends:
   llama-cpp: {{command: {sys.executable}, args: [{STANDIN}]}}
   mlx: {{command: {sys.executable}, args: [{STANDIN}]}}
+  vllm: {{command: {sys.executable}, args: [{STANDIN}]}}
 instances: {{port_range: [18500, 18599]}}
 """
-"""The stand-in as the llama-cpp and the mlx backend."""
+"""The stand-in as every backend."""
 READINESS_PROBES = {b"GET /health HTTP/1.1", b"POST /v1/completions HTTP/1.1"}
 
 
@@ -63,9 +64,12 @@ def recorded(requests: Path, probes: bool = False) -> list[bytes]:
 
 
 def instance_body(serve: Serve, requests: Path, backend: str = "llama_cpp", **options: Any) -> dict[str, Any]:
-    backend_options = (
-        {"model": "/m/tiny.gguf", "alias": "tiny"} if backend == "llama_cpp" else {"model": "/m/mlx"}
-    )
+    backend_options = {
+        "llama_cpp": {"model": "/m/tiny.gguf", "alias": "tiny"},
+        "mlx_lm": {"model": "/m/mlx"},
+        "vllm": {"model": "org/base"},
+    }[backend]
+    backend_options = {**backend_options, **options.pop("backend_options", {})}
     return {
         "backend_type": backend,
         "backend_options": backend_options,

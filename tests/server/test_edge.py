@@ -278,6 +278,21 @@ def test_sub_models_reach_only_what_the_instance_declares(serve: Serve, requests
     assert serve.client.get("/llama-cpp/alpha/health").status_code == 200
 
 
+def test_a_vllm_instance_routes_its_lora_adapters_by_name(serve: Serve, requests: Path) -> None:
+    create(
+        serve,
+        "lora",
+        requests,
+        backend="vllm",
+        backend_options={"lora_modules": ["sql=/loras/sql", '{"name": "chat", "path": "/loras/chat"}']},
+    )
+    for adapter in ("sql", "chat"):
+        answer = serve.client.post("/v1/chat/completions", json={"model": f"lora/{adapter}", "messages": []})
+        assert answer.status_code == 200 and answer.json()["model"] == adapter
+    unknown = serve.client.post("/v1/chat/completions", json={"model": "lora/other", "messages": []})
+    assert unknown.status_code == 404 and "'sql', 'chat'" in unknown.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("lines", ["²", "999999999", "10001", "1" * 5000, "-1", "1.5"])
 def test_logs_lines_past_the_limit_or_not_a_number_is_a_400(serve: Serve, requests: Path, lines: str) -> None:
     create(serve, "alpha", requests, start=False)

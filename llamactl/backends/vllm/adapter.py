@@ -1,5 +1,6 @@
 """vLLM's ``vllm serve``."""
 
+import json
 from pathlib import Path
 
 from llamactl.backends.adapter import Backend
@@ -37,3 +38,22 @@ class VllmBackend(Backend):
         if options.served_model_name:
             return options.served_model_name[0]
         return options.model
+
+    def adapter_names(self, options: BackendOptions) -> list[str]:
+        # Each --lora-modules entry is 'name=path', a JSON object or a JSON list of them;
+        # vLLM serves each adapter under its name as a model of its own.
+        assert isinstance(options, VllmOptions)
+        names = []
+        for entry in options.lora_modules or []:
+            text = entry.strip()
+            if not text.startswith(("{", "[")):
+                names.append(text.partition("=")[0])
+                continue
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                continue  # vLLM refuses it at start-up and says why
+            for module in parsed if isinstance(parsed, list) else [parsed]:
+                if isinstance(module, dict) and isinstance(module.get("name"), str):
+                    names.append(module["name"])
+        return names
