@@ -9,7 +9,10 @@ generator, llamactl, nginx and the backend share this machine's cores. It prints
 
 - small non-streamed requests, one at a time: median and p99 latency, and the
   median added over direct access;
-- streamed chunks per second with 1 and 32 concurrent streams, as a ratio of direct.
+- streamed chunks per second with 1 and 32 concurrent streams, as a ratio of direct,
+  and the proxy's own CPU time per relayed chunk (user + system, its whole
+  process tree), as a ratio of nginx's: on a machine that runs inference on
+  its CPU, the proxy's cycles are the model's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import psutil
 
 from bench.server_process import HEADERS, KEY, STANDIN, free_port, start_llamactl, wait_until_up
 
@@ -63,27 +67,38 @@ def process(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
         child.wait(timeout=30)
 
 
-def start_llamactl_instance(stack: ExitStack, workdir: Path, backend_port: int) -> str:
-    """`llamactl serve` with a running instance "bench" on the stand-in; returns its base URL."""
+def start_llamactl_instance(stack: ExitStack, workdir: Path, backend_port: int) -> tuple[str, int]:
+    """`llamactl serve` with a running instance "bench" on the stand-in; its base URL and PID."""
     server, base = start_llamactl(workdir, (backend_port + 1, backend_port + 50))
     stack.callback(server.wait, 30)
     stack.callback(server.terminate)
     body = {"backend_type": "llama_cpp", "backend_options": {"model": "/m/bench.gguf", "alias": "bench"}}
     httpx.post(base + "/api/v1/instances/bench", json=body, headers=HEADERS).raise_for_status()
     httpx.post(base + "/api/v1/instances/bench/start", headers=HEADERS, timeout=60).raise_for_status()
-    return base
+    return base, server.pid
 
 
-def start_nginx(stack: ExitStack, workdir: Path, backend_port: int) -> str | None:
+def start_nginx(stack: ExitStack, workdir: Path, backend_port: int) -> tuple[str, int] | None:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if nginx is None:
         return None
     port = free_port()
     config = workdir / "nginx.conf"
     config.write_text(NGINX_CONFIG.format(dir=workdir, backend=backend_port, port=port))
-    stack.enter_context(process([nginx, "-c", str(config), "-g", "daemon off;"]))
+    master = stack.enter_context(process([nginx, "-c", str(config), "-g", "daemon off;"]))
     wait_until_up(f"http://127.0.0.1:{port}/health")
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", master.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its children (nginx's workers), so far.
+
+    llamactl's own tree holds the backends too: only its main process is counted then.
+    """
+    root = psutil.Process(pid)
+    processes = [root] if root.name().startswith("python") else [root, *root.children(recursive=True)]
+    total: float = sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+    return total
 
 
 async def latencies(base: str, count: int) -> list[float]:
@@ -134,10 +149,12 @@ def main() -> None:
         )
         direct = f"http://127.0.0.1:{backend_port}"
         wait_until_up(direct + "/health")
-        targets = {"direct": direct, "llamactl": start_llamactl_instance(stack, workdir, backend_port)}
+        llamactl_base, llamactl_pid = start_llamactl_instance(stack, workdir, backend_port)
+        targets = {"direct": direct, "llamactl": llamactl_base}
+        proxy_pids = {"llamactl": llamactl_pid}
         nginx = start_nginx(stack, workdir, backend_port)
         if nginx is not None:
-            targets["nginx"] = nginx
+            targets["nginx"], proxy_pids["nginx"] = nginx
 
         # Rounds alternate between the targets, so a burst of load elsewhere on the
         # machine hits all of them alike.
@@ -158,15 +175,25 @@ def main() -> None:
             print(
                 f"\nstreamed chunks per second, {streams} concurrent stream(s) of {args.stream_chunks} chunks"
             )
-            print(f"{'target':10} {'chunks/s':>10} {'x direct':>9}")
+            print(f"{'target':10} {'chunks/s':>10} {'x direct':>9} {'x nginx':>8} {'CPU us/chunk':>13}")
             rates: dict[str, list[float]] = {name: [] for name in targets}
+            cpu = dict.fromkeys(proxy_pids, 0.0)
+            relayed = streams * args.stream_chunks * 2 * ROUNDS  # warm-up and measured
             for _ in range(ROUNDS):
                 for name, base in targets.items():
+                    before = cpu_seconds(proxy_pids[name]) if name in proxy_pids else 0.0
                     rates[name].append(asyncio.run(chunk_rate(base, streams, args.stream_chunks)))
+                    if name in proxy_pids:
+                        cpu[name] += cpu_seconds(proxy_pids[name]) - before
             direct_rate = statistics.median(rates["direct"])
+            nginx_rate = statistics.median(rates["nginx"]) if "nginx" in rates else None
             for name, samples in rates.items():
                 rate = statistics.median(samples)
-                print(f"{name:10} {rate:10.0f} {rate / direct_rate:9.2f}")
+                versus_nginx = f"{rate / nginx_rate:8.2f}" if nginx_rate else f"{'-':>8}"
+                per_chunk = f"{cpu[name] / relayed * 1e6:13.1f}" if name in cpu else f"{'-':>13}"
+                print(f"{name:10} {rate:10.0f} {rate / direct_rate:9.2f} {versus_nginx} {per_chunk}")
+            if "nginx" in cpu and cpu["nginx"] > 0:
+                print(f"llamactl's CPU per chunk: {cpu['llamactl'] / cpu['nginx']:.2f}x nginx's")
 
 
 if __name__ == "__main__":
