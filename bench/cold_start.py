@@ -21,7 +21,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.server_process import HEADERS, STANDIN, free_port, start_llamactl
+from bench.server_process import (
+    HEADERS,
+    STANDIN,
+    create_standin_instance,
+    first_byte_seconds,
+    free_port,
+    start_llamactl,
+)
 
 
 def direct_ready_seconds(load_time: float) -> float:
@@ -48,11 +55,7 @@ def direct_ready_seconds(load_time: float) -> float:
 
 def llamactl_first_byte_seconds(client: httpx.Client) -> float:
     client.post("/api/v1/instances/cold/stop").raise_for_status()
-    body = {"model": "cold", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    began = time.perf_counter()
-    with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        next(response.iter_raw())
-        return time.perf_counter() - began
+    return first_byte_seconds(client, "cold")
 
 
 def main() -> None:
@@ -64,12 +67,7 @@ def main() -> None:
         process, base = start_llamactl(Path(scratch), (30000, 30100))
         try:
             with httpx.Client(base_url=base, headers=HEADERS, timeout=60) as client:
-                body = {
-                    "backend_type": "llama_cpp",
-                    "backend_options": {"model": "/m/q.gguf"},
-                    "environment": {"STANDIN_FAULTS": f"load_time={args.load_time}"},
-                }
-                client.post("/api/v1/instances/cold", json=body).raise_for_status()
+                create_standin_instance(client, "cold", f"load_time={args.load_time}")
                 direct, through = [], []
                 for _ in range(args.runs):  # alternating, so load elsewhere hits both alike
                     direct.append(direct_ready_seconds(args.load_time))

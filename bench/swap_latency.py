@@ -25,7 +25,14 @@ from pathlib import Path
 import httpx
 
 from bench.cold_start import direct_ready_seconds
-from bench.server_process import HEADERS, STANDIN, free_port, start_llamactl
+from bench.server_process import (
+    HEADERS,
+    STANDIN,
+    create_standin_instance,
+    first_byte_seconds,
+    free_port,
+    start_llamactl,
+)
 
 
 def direct_stop_seconds() -> float:
@@ -46,14 +53,6 @@ def direct_stop_seconds() -> float:
     return time.perf_counter() - began
 
 
-def first_byte_seconds(client: httpx.Client, model: str) -> float:
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    began = time.perf_counter()
-    with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        next(response.iter_raw())
-        return time.perf_counter() - began
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
@@ -64,12 +63,7 @@ def main() -> None:
         try:
             with httpx.Client(base_url=base, headers=HEADERS, timeout=60) as client:
                 for name in ("a", "b"):
-                    body = {
-                        "backend_type": "llama_cpp",
-                        "backend_options": {"model": f"/m/{name}.gguf"},
-                        "environment": {"STANDIN_FAULTS": f"load_time={args.load_time}"},
-                    }
-                    client.post(f"/api/v1/instances/{name}", json=body).raise_for_status()
+                    create_standin_instance(client, name, f"load_time={args.load_time}")
                 client.post("/api/v1/instances/a/start").raise_for_status()
                 swaps, stops, readies = [], [], []
                 models = ["b", "a"] * args.runs

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.server_process import HEADERS, start_llamactl
+from bench.server_process import HEADERS, create_standin_instance, start_llamactl
 
 STREAM_CHUNKS = 10
 CHUNK_DELAY = 0.02
@@ -104,16 +104,10 @@ def run_policy(pattern: str, label: str, window: float, args: argparse.Namespace
         process, base = start_llamactl(workdir, (30200, 30300), instances=tail)
         try:
             with httpx.Client(base_url=base, headers=HEADERS, timeout=60) as admin:
-                for name in ("alpha", "beta"):
-                    body = {
-                        "backend_type": "llama_cpp",
-                        "backend_options": {"model": f"/m/{name}.gguf"},
-                        "environment": {
-                            "STANDIN_FAULTS": f"load_time={args.load_time}",
-                            "STANDIN_PIDS": str(workdir / f"{name}.pids"),
-                        },
-                    }
-                    admin.post(f"/api/v1/instances/{name}", json=body).raise_for_status()
+                for name in MODELS:
+                    create_standin_instance(
+                        admin, name, f"load_time={args.load_time}", workdir / f"{name}.pids"
+                    )
             outcome, seconds = asyncio.run(storm(base, pattern, args.clients, args.requests, args.seed))
         finally:
             process.terminate()
