@@ -103,6 +103,8 @@ class Ready(msgspec.Struct, frozen=True, tag=True):
 
 class StartFailed(msgspec.Struct, frozen=True, tag=True):
     error: str
+    timed_out: bool = False
+    """Not ready by the start deadline (a 504 for those who wait), rather than failed (a 503)."""
 
 
 class Exited(msgspec.Struct, frozen=True, tag=True):

@@ -517,10 +517,16 @@ class InstanceManager:
         """Wait for the scheduler to admit ``waiter``, report progress, and leave the queue on any exit."""
         timeout = self.settings.start_timeout
         deadline = time.monotonic() + timeout
+        extended = False
         admitted = False
         try:
             while not waiter.admitted.done():
                 remaining = deadline - time.monotonic()
+                if remaining <= 0 and instance.phase is Phase.STARTING and not extended:
+                    # The start has a deadline of its own, as long, from a moment later: its
+                    # outcome (with its error and log lines) says more than this wait's end.
+                    deadline, extended = time.monotonic() + timeout, True
+                    continue
                 if remaining <= 0:
                     raise StartTimedOut(
                         f"{instance.name} could not take the request within {timeout:g} s "
@@ -688,8 +694,9 @@ class InstanceManager:
             instance.owed = len(instance.queue)
             instance.last_used = self._clock()
         elif new.phase is Phase.FAILED or (new.phase is Phase.STOPPING and new.then is Then.FAIL):
-            error = instance.supervisor.last_error or "the start failed"
-            self._fail_waiters(instance, StartFailed(f"{instance.name}: {error}"))
+            message = f"{instance.name}: {instance.supervisor.last_error or 'the start failed'}"
+            timed_out = isinstance(event, StartFailedEvent) and event.timed_out
+            self._fail_waiters(instance, StartTimedOut(message) if timed_out else StartFailed(message))
         elif new.phase is Phase.STOPPING and old.phase is Phase.STARTING and new.then is Then.STOP:
             self._fail_stopped_waiters(instance, new.stop_reason)
         if new.phase in (Phase.STOPPED, Phase.FAILED):

@@ -226,7 +226,7 @@ class Supervisor:
                 probe, f"http://{self._settings.host}:{port}", process.exited, deadline, self.name
             )
         except LlamactlError as error:
-            self.post(StartFailed(error.message), generation)
+            self.post(StartFailed(error.message, isinstance(error, errors.StartTimedOut)), generation)
             return
         self.post(Ready(), generation)
 
