@@ -208,3 +208,41 @@ def test_a_port_only_update_moves_the_running_backend(tmp_path: Path) -> None:
         except httpx.ConnectError:
             pass
         assert asyncio.run(chat(serve.base_url, "moving")).status == 200
+
+
+def test_full_queues_answer_429_with_retry_after_and_an_openai_body(tmp_path: Path) -> None:
+    with serve_process(tmp_path, standin_backends(instances="max_queue: 3")) as serve:
+        create(serve, "small", "load_time=1.5", max_queue=1)
+        create(serve, "other", "load_time=1.5")
+
+        async def scenario() -> None:
+            waiting = asyncio.ensure_future(chat(serve.base_url, "small"))
+            await asyncio.sleep(0.5)
+            refused = await chat(serve.base_url, "small")  # the instance's own queue holds one
+            assert refused.status == 429 and refused.error_code() == "queue_full", refused.body
+            assert "max_queue 1" in refused.body and refused.headers["retry-after"] == "1"
+            others = [asyncio.ensure_future(chat(serve.base_url, "other")) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            overall = await chat(serve.base_url, "other")  # three wait in all: instances.max_queue
+            assert overall.status == 429 and "instances.max_queue (3)" in overall.body
+            assert [a.status for a in await asyncio.gather(waiting, *others)] == [200, 200, 200]
+
+        asyncio.run(scenario())
+
+
+def test_max_concurrent_queues_what_is_over_it_and_serves_it_next(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as serve:
+        create(serve, "single", max_concurrent=1)
+        serve.client.post("/api/v1/instances/single/start").raise_for_status()
+
+        async def scenario() -> None:
+            long_stream = asyncio.ensure_future(chat(serve.base_url, "single", chunks=10, chunk_delay=0.1))
+            await asyncio.sleep(0.3)
+            began = asyncio.get_running_loop().time()
+            second = await chat(serve.base_url, "single")
+            waited = asyncio.get_running_loop().time() - began
+            first = await long_stream
+            assert first.complete_stream and second.complete_stream
+            assert waited > 0.4  # it waited for the first to finish (about 0.7 s left of it)
+
+        asyncio.run(scenario())
