@@ -5,7 +5,8 @@
 Unknown flags are ignored. ``STANDIN_FAULTS`` (comma-separated) makes it misbehave:
 ``load_time=S`` (/health 503 for S seconds), ``never_healthy``, ``slow_bind=S``,
 ``exit_at_start=CODE``, ``exit_after=S`` (crash S seconds after first answering /health 200),
-``crash_mid_stream``, ``ignore_sigterm``, ``fork_grandchild``, ``flood_logs=BYTES``.
+``crash_mid_stream``, ``crash_mid_body`` (a non-streamed answer cut short), ``ignore_sigterm``,
+``fork_grandchild``, ``flood_logs=BYTES``.
 ``STANDIN_PIDS`` names a file where it appends its PID (and its grandchild's).
 ``STANDIN_REQUESTS`` names a file where it appends every request line it reads, as the
 ``repr`` of the line's bytes, one per line: what reached the backend, smuggled requests included.
@@ -95,6 +96,8 @@ class StandIn:
             if request.get("stream"):
                 await self.stream(writer, request)
             else:
+                if "crash_mid_body" in self.faults:
+                    await self.cut_body(writer)
                 self.respond(writer, 200, self.completion(request))
         else:
             self.respond(writer, 404, {"error": {"message": f"no route {path}"}})
@@ -132,6 +135,15 @@ class StandIn:
             raise
         self.write_chunk(writer, b"data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
+
+    async def cut_body(self, writer: asyncio.StreamWriter) -> None:
+        """A JSON answer in chunks that stops half-way: the process dies after the first one."""
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.write_chunk(writer, b'{"choices": [')
+        await writer.drain()
+        os._exit(3)
 
     @staticmethod
     def write_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -55,7 +55,6 @@ class StopReason(StrEnum):
     IDLE = "idle"
     EVICTED = "evicted"
     RELOAD = "by reload"
-    DELETED = "deleted"
     SHUTDOWN = "llamactl shutting down"
     """The one stop that keeps ``was_running``, so the next boot starts the instance again."""
 
@@ -253,19 +252,20 @@ def _exited(state: Lifecycle, code: int, stable: bool, policy: CrashPolicy) -> t
     if phase is Phase.STARTING:
         error = f"exited with code {code} while starting"
         failed = Lifecycle(Phase.FAILED, restarts=state.restarts)
-        return failed, [CancelProbe(), Release(), RecordFailure(error)]
+        return failed, [CancelProbe(), Release(), RecordFailure(error), Persist(False)]
     if phase is Phase.RUNNING:
         restarts = 0 if stable else state.restarts
         failure: list[Effect] = [Release(), RecordFailure(f"exited unexpectedly with code {code}")]
         if not policy.auto_restart or restarts >= policy.max_restarts:
-            return Lifecycle(Phase.FAILED, restarts=restarts), failure
+            # Failed stays failed: not started again at the next boot.
+            return Lifecycle(Phase.FAILED, restarts=restarts), [*failure, Persist(False)]
         delay = restart_delay(restarts + 1, policy.restart_delay)
         return Lifecycle(Phase.BACKOFF, restarts=restarts + 1), [*failure, ScheduleRestart(delay)]
     if phase in (Phase.DRAINING, Phase.STOPPING):
         if state.then is Then.START:
             return Lifecycle(Phase.STARTING, restarts=state.restarts), [Release(), Spawn()]
         if state.then is Then.FAIL:
-            return Lifecycle(Phase.FAILED, restarts=state.restarts), [Release()]
+            return Lifecycle(Phase.FAILED, restarts=state.restarts), [Release(), Persist(False)]
         reason = state.stop_reason
         was_running = reason is StopReason.SHUTDOWN
         stopped = Lifecycle(Phase.STOPPED, stop_reason=reason, restarts=state.restarts)

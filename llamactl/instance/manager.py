@@ -321,7 +321,7 @@ class InstanceManager:
                 field="name",
             )
         if from_config:
-            await self._stop(instance, StopReason.DELETED)
+            await self._stop(instance, StopReason.RELOAD)
         elif instance.phase not in (Phase.STOPPED, Phase.FAILED):
             raise InstanceConflict(
                 f"{name} is {instance.supervisor.state.status.value}; stop it before deleting it",
@@ -351,6 +351,15 @@ class InstanceManager:
 
     async def _reconcile(self, declared: dict[str, InstanceOptions]) -> ReconcileReport:
         self._check_declarations(declared)
+        # Ports that move between declared instances (a and b swap theirs): free them all first.
+        for name, options in declared.items():
+            instance = self._instances.get(name)
+            if (
+                instance is not None
+                and instance.claimed_port not in (None, claimed_port(options))
+                and instance.claimed_port != instance.supervisor.port
+            ):
+                self._ports.release(instance.claimed_port)
         report = ReconcileReport()
         for name, options in declared.items():
             if name not in self._instances:
@@ -475,7 +484,9 @@ class InstanceManager:
             if i.phase is Phase.RUNNING
         ]
         names = idle_instances(candidates, self._clock())
-        await asyncio.gather(*(self._stop(self._instances[n], StopReason.IDLE) for n in names))
+        # Posted in the same step as the decision: a request arriving now queues for the restart.
+        stopped = [self._post_stop(self._instances[n], StopReason.IDLE) for n in names]
+        await asyncio.gather(*stopped)
         return names
 
     async def settled(self) -> None:
@@ -588,6 +599,13 @@ class InstanceManager:
             return f"waiting for {', '.join(leaving)} to finish its requests, to swap in {instance.name}"
         return f"waiting for room to start {instance.name}"
 
+    def _fail_lease_waiters(self, instance: _Instance, error: InstanceError) -> None:
+        """Answer the requests waiting for ``instance``; API starts wait on."""
+        for waiter in [w for w in instance.queue if w.lease]:
+            instance.queue.remove(waiter)
+            if not waiter.admitted.done():
+                waiter.admitted.set_exception(error)
+
     def _fail_waiters(self, instance: _Instance, error: InstanceError) -> None:
         while instance.queue:
             waiter = instance.queue.popleft()
@@ -623,6 +641,12 @@ class InstanceManager:
         )
         for name, reason in plan.refuse.items():
             self._fail_waiters(self._instances[name], LimitReached(reason))
+        for instance in self._instances.values():
+            stopped = instance.phase in (Phase.STOPPED, Phase.FAILED)
+            if instance.queue and stopped and (self._closing or not self._on_demand_start(instance)):
+                # Stopped since these requests came (an eviction, an idle stop): no start will come.
+                message = f"{instance.name} is stopped and on_demand_start is off"
+                self._fail_lease_waiters(instance, NotStartable(message))
         for instance in self._instances.values():
             instance.closed_for = plan.close.get(instance.name)
         for name in plan.start:
@@ -675,7 +699,7 @@ class InstanceManager:
             in_flight=instance.in_flight,
             queued=len(live),
             oldest_arrival=live[0].arrived if live else None,
-            owed=instance.owed,
+            owed=min(instance.owed, len(live)),  # waiters that gave up are owed nothing
             startable=not self._closing
             and (self._on_demand_start(instance) or any(not w.lease for w in live)),
             last_used=instance.last_used,
@@ -710,7 +734,7 @@ class InstanceManager:
 
     def _fail_stopped_waiters(self, instance: _Instance, reason: StopReason | None) -> None:
         """Waiters for an instance stopped on purpose get a 503; after an idle stop or a swap they wait on."""
-        if reason in (StopReason.API, StopReason.RELOAD, StopReason.DELETED):
+        if reason in (StopReason.API, StopReason.RELOAD):
             assert reason is not None
             self._fail_waiters(instance, InstanceStopped(f"{instance.name} was stopped ({reason.value})"))
         elif reason is StopReason.SHUTDOWN:
@@ -779,13 +803,21 @@ class InstanceManager:
 
     async def _stop(self, instance: _Instance, reason: StopReason) -> None:
         """Stop and wait until nothing runs (requests in flight get ``drain_timeout`` to finish)."""
+        await self._post_stop(instance, reason)
+
+    def _post_stop(self, instance: _Instance, reason: StopReason) -> asyncio.Future[None]:
+        """Stop now, in this step (no lease can slip in before it), and a future for when nothing runs."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if instance.phase in (Phase.STOPPED, Phase.FAILED):
             instance.supervisor.post(Stop(reason))
-            return
-        done = asyncio.get_running_loop().create_future()
+            # No transition to answer them: requests waiting for room are answered here.
+            self._fail_stopped_waiters(instance, reason)
+            self._schedule()
+            done.set_result(None)
+            return done
         instance.stop_waiters.append(done)
         instance.supervisor.post(Stop(reason))
-        await done
+        return done
 
     def _policy(self, instance: _Instance) -> CrashPolicy:
         options, s = instance.options, self.settings

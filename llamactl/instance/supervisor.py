@@ -194,9 +194,9 @@ class Supervisor:
                 self.name, options, self._hooks.backend_settings(options), self._settings.host, port
             )
             process = await BackendProcess.spawn(command, self._log, self._settings.stop_grace)
-        except (OSError, LlamactlError) as error:
+        except Exception as error:  # whatever it is, the start failed and the waiters must hear so
             self._release()
-            message = error.message if isinstance(error, LlamactlError) else f"cannot start: {error}"
+            message = error.message if isinstance(error, LlamactlError) else f"cannot start: {error!r}"
             self.post(StartFailed(message), generation)
             return
         self.process = process

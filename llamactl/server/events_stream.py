@@ -28,7 +28,8 @@ class EventsStream:
     async def events(self, request: Request) -> Response:
         resume = request.headers.get("last-event-id") or request.query_params.get("since")
         # A new subscriber gets what happens from now on; one that resumes, what it missed too.
-        last_id = self._bus.last_id if resume is None else _last_event_id(resume)
+        # An id from the future (a restarted llamactl numbers from 1 again) resumes from now.
+        last_id = self._bus.last_id if resume is None else min(_last_event_id(resume), self._bus.last_id)
         return StreamingResponse(
             self._stream(last_id),
             media_type="text/event-stream",

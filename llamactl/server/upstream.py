@@ -36,9 +36,9 @@ HOP_BY_HOP = {
 REQUEST_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"authorization", b"x-api-key", b"expect"}
 CONNECT_TIMEOUT = 10.0
 WHOLE_BODY_LIMIT = 256 * 1024
+"""Non-streamed answers up to this size are read whole and sent in one piece."""
 ECHOED_ANSWER_BYTES = 2000
 """Of a backend's error answer quoted in a stream's error event."""
-"""Non-streamed answers up to this size are read whole and sent in one piece."""
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -92,6 +92,7 @@ class Upstream:
     ) -> None:
         response: Response | None = None
         started = head_sent
+        relaying = False  # the backend's own body is going out: a failure now ends it, nothing more is said
         try:
             response = await self._pool.request(
                 target.host, target.port, scope["method"], target.path, headers, body, self._idle_timeout
@@ -116,7 +117,7 @@ class Upstream:
                 return
             if not head_sent:
                 await send(start)
-            started = True
+            started = relaying = True
             try:
                 async for chunk in response.chunks(self._idle_timeout):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -124,10 +125,12 @@ class Upstream:
                 # The status is sent: the client learns of the failure from the end of the stream.
                 if streaming:
                     await _end_stream(send, f"backend stream ended: {failure}")
-                    return
+                # Any other body is left unfinished, so the connection closes and the client
+                # sees it cut: an ending here would pass a truncated answer off as whole.
+                return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (OSError, TimeoutError) as failure:
-            if head_sent and response is None:
+            if head_sent and not relaying:
                 await _end_stream(send, f"the backend failed: {failure}")
                 return
             if started:

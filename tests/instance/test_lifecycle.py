@@ -59,7 +59,7 @@ TABLE: dict[tuple[Phase, str], tuple[Phase, list[type]]] = {
     (G, "restart"): (T, [CancelProbe, Terminate]),
     (G, "ready"): (R, [Persist]),
     (G, "start_failed"): (T, [CancelProbe, RecordFailure, Terminate]),
-    (G, "exited"): (F, [CancelProbe, Release, RecordFailure]),
+    (G, "exited"): (F, [CancelProbe, Release, RecordFailure, Persist]),
     (R, "stop"): (D, [AwaitDrain]),
     (R, "restart"): (D, [AwaitDrain]),
     (R, "exited"): (B, [Release, RecordFailure, ScheduleRestart]),
@@ -109,7 +109,7 @@ def test_a_stop_during_a_restart_wins_and_the_last_word_counts() -> None:
 def test_a_start_that_timed_out_fails_once_the_process_is_gone() -> None:
     state, _ = transition(Lifecycle(G), StartFailed("not ready in time"), RESTART)
     state, effects = transition(state, Exited(137), RESTART)
-    assert state.phase is F and [type(e) for e in effects] == [Release]
+    assert state.phase is F and effects == [Release(), Persist(was_running=False)]
 
 
 def test_crashes_back_off_doubling_then_fail_past_max_restarts() -> None:
@@ -122,6 +122,7 @@ def test_crashes_back_off_doubling_then_fail_past_max_restarts() -> None:
     assert delays == [1.0, 2.0, 4.0]
     state, effects = transition(state, Exited(1), RESTART)
     assert state.phase is F and not any(isinstance(e, ScheduleRestart) for e in effects)
+    assert Persist(was_running=False) in effects  # failed stays failed: not started at the next boot
 
 
 def test_a_crash_after_a_stable_period_counts_as_the_first() -> None:

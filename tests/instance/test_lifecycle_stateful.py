@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,7 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.root = Path(os.environ["LIFECYCLE_TMP"]) / f"run-{id(self)}"
-        self.root.mkdir(parents=True)
+        self.root = Path(tempfile.mkdtemp(prefix="run-", dir=os.environ["LIFECYCLE_TMP"]))
         limits = CapacityLimits(max_running=2, group_limits={}, lru_eviction=True)
         self.manager: InstanceManager = manager(
             self.root,

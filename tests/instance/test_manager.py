@@ -20,6 +20,7 @@ from llamactl.backends import LlamaCppOptions
 from llamactl.instance.errors import (
     InstanceConflict,
     InstanceNotFound,
+    InstanceStopped,
     LimitReached,
     NotStartable,
     StartFailed,
@@ -563,3 +564,101 @@ def test_concurrent_reloads_run_one_at_a_time(tmp_path: Path, pids: Path) -> Non
 
 def port_options(port: int) -> LlamaCppOptions:
     return LlamaCppOptions(model="/models/tiny.gguf", alias="tiny", port=port)
+
+
+def test_a_request_arriving_as_an_idle_stop_is_decided_is_served_not_cut(tmp_path: Path, pids: Path) -> None:
+    now = [0.0]
+
+    async def scenario() -> None:
+        async with opened_manager(tmp_path, clock=lambda: now[0], drain_timeout=0.5) as m:
+            m.create("alpha", standin_options(pids, idle_timeout=1))
+            await m.start("alpha")
+            now[0] = 120  # idle for two minutes
+            stopping = asyncio.create_task(m.stop_idle())
+            # Sent in the same loop turn as the decision: it must not be cut by the drain timeout.
+            streaming = asyncio.create_task(chat(m, "alpha", stream=True, chunks=10, chunk_delay=0.1))
+            assert await stopping == ["alpha"]
+            answer = await streaming
+            assert answer.status_code == 200 and answer.text.rstrip().endswith("data: [DONE]")
+
+    run(scenario)
+
+
+def test_an_api_stop_of_a_stopped_instance_answers_the_requests_waiting_for_room(
+    tmp_path: Path, pids: Path
+) -> None:
+    async def scenario() -> None:
+        limits = CapacityLimits(max_running=1, group_limits={}, lru_eviction=True)
+        async with opened_manager(tmp_path, limits=limits) as m:
+            m.create("busy", standin_options(pids))
+            m.create("waiting", standin_options(pids))
+            await m.start("busy")
+            async with m.lease("busy"):  # in flight: the swap waits for its fairness window
+                queued = asyncio.create_task(chat(m, "waiting"))
+                await eventually(lambda: m.get("waiting").queued == 1)
+                await m.stop("waiting")
+                with pytest.raises(InstanceStopped):
+                    async with asyncio.timeout(2):
+                        await queued
+
+    run(scenario)
+
+
+def test_an_instance_that_failed_is_not_started_again_at_the_next_boot(tmp_path: Path, pids: Path) -> None:
+    async def first_life() -> None:
+        async with opened_manager(tmp_path) as m:
+            m.create("crashy", standin_options(pids, "exit_after=0.2", max_restarts=0))
+            await m.start("crashy")
+            await eventually(lambda: m.get("crashy").status is InstanceStatus.FAILED)
+
+    async def second_life() -> None:
+        async with opened_manager(tmp_path) as m:
+            await asyncio.sleep(0.5)
+            assert m.get("crashy").status is InstanceStatus.STOPPED
+
+    run(first_life)
+    run(second_life)
+    assert len(recorded_pids(pids)) == 1
+
+
+def test_requests_that_gave_up_are_owed_nothing_and_do_not_block_a_swap(tmp_path: Path, pids: Path) -> None:
+    async def scenario() -> None:
+        limits = CapacityLimits(max_running=1, group_limits={}, lru_eviction=True)
+        async with opened_manager(tmp_path, limits=limits, fairness_window=0.3) as m:
+            m.create("a", standin_options(pids, "load_time=0.5", max_concurrent=1))
+            m.create("b", standin_options(pids))
+            waiting = [
+                asyncio.create_task(chat(m, "a", stream=True, chunks=5, chunk_delay=0.1)) for _ in range(3)
+            ]
+            await eventually(lambda: m.get("a").in_flight == 1 and m.get("a").queued == 2)
+            for task in waiting[1:]:
+                task.cancel()  # two clients give up, owed a place since a became ready
+            assert (await waiting[0]).status_code == 200
+            async with asyncio.timeout(5):  # not the 10 s start timeout: a is swapped out for b
+                assert (await chat(m, "b")).status_code == 200
+
+    run(scenario)
+
+
+def test_a_request_queued_for_an_instance_that_can_no_longer_start_is_answered_at_once(
+    tmp_path: Path, pids: Path
+) -> None:
+    async def scenario() -> None:
+        limits = CapacityLimits(max_running=1, group_limits={}, lru_eviction=True)
+        async with opened_manager(tmp_path, limits=limits, fairness_window=0.2) as m:
+            m.create("manual", standin_options(pids, on_demand_start=False))
+            m.create("other", standin_options(pids))
+            await m.start("manual")
+            async with m.lease("manual"):
+                for_other = asyncio.create_task(chat(m, "other"))
+                await eventually(lambda: m.get("other").queued == 1)
+                await asyncio.sleep(0.4)  # past the window: manual takes no new requests
+                for_manual = asyncio.create_task(chat(m, "manual"))
+                await eventually(lambda: m.get("manual").queued == 1)
+            # manual is swapped out for other; nothing will start it for the request that waits
+            with pytest.raises(NotStartable, match="on_demand_start is off"):
+                async with asyncio.timeout(3):
+                    await for_manual
+            assert (await for_other).status_code == 200
+
+    run(scenario)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.serve_process import Serve, serve_process
@@ -67,6 +68,13 @@ def test_a_backend_dying_mid_stream_ends_the_stream_without_done(serve: Serve) -
     assert time.monotonic() - began < 5
     assert "data: [DONE]" not in events
     assert len(events) == 3 and '"error"' in events[-1]
+
+
+def test_a_backend_dying_mid_answer_is_a_cut_answer_not_a_short_complete_one(serve: Serve) -> None:
+    serve.create("alpha", faults="crash_mid_body")
+    body = {"model": "alpha", "messages": []}
+    with pytest.raises(httpx.RemoteProtocolError):  # the client sees the answer cut, as it was
+        serve.client.post("/v1/chat/completions", json=body)
 
 
 def test_sigterm_lets_the_request_in_flight_finish_then_stops_every_backend(serve: Serve) -> None:
