@@ -27,6 +27,17 @@ class ClientGone(Exception):
     """The client disconnected before its request was read: there is nobody to answer."""
 
 
+def whole_number(text: str, maximum: int) -> int | None:
+    """``text`` as a whole number from 0 to ``maximum``, or None.
+
+    ASCII digits only (``"²".isdigit()`` is True, and int() refuses it), and
+    no longer than ``maximum`` is, so int() never parses thousands of digits.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)) or int(text) > maximum:
+        return None
+    return int(text)
+
+
 def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of a (lower-case) request header."""
     for key, value in scope["headers"]:

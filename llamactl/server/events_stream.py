@@ -17,8 +17,10 @@ from starlette.responses import Response, StreamingResponse
 
 from llamactl.errors import HttpError, echo
 from llamactl.instance.events import EventBus
+from llamactl.server.asgi import whole_number
 
 HEARTBEAT_SECONDS = 15.0
+MAX_EVENT_ID = 10**18
 
 
 class EventsStream:
@@ -52,11 +54,12 @@ class EventsStream:
 
 
 def _last_event_id(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    last_id = whole_number(text, MAX_EVENT_ID)
+    if last_id is None:
         raise HttpError(
             400,
             "invalid_parameter",
             f"Last-Event-ID must be an event id (a whole number); got {echo(text)}",
             field="Last-Event-ID",
         )
-    return int(text)
+    return last_id

@@ -16,7 +16,7 @@ from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceManager, ReconcileReport
 from llamactl.instance.options import check_instance_name, instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
-from llamactl.server.asgi import ClientGone, read_body
+from llamactl.server.asgi import ClientGone, read_body, whole_number
 from llamactl.server.json_body import decode_json, require_json
 
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
@@ -26,8 +26,6 @@ MAX_LOG_LINES = 10_000
 """More lines than this per request are refused: the rest of a log is in its file."""
 MAX_KEY_ID = 2**63 - 1
 """SQLite's largest INTEGER: a larger id names no key."""
-_MAX_DIGITS = len(str(MAX_KEY_ID))
-
 T = TypeVar("T")
 
 
@@ -210,23 +208,25 @@ def _backend(request: Request) -> Backend:
 def _key_id(request: Request) -> int:
     # Parsed here, not by a path convertor: int() of a 5000-digit string raises.
     text: str = request.path_params["id"]
-    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) > MAX_KEY_ID:
+    key_id = whole_number(text, MAX_KEY_ID)
+    if key_id is None:
         raise HttpError(404, "not_found", f"no API key with id {echo(text)}", field="id")
-    return int(text)
+    return key_id
 
 
 def _log_lines(text: str | None) -> int:
-    """``?lines=``: ASCII digits (``"²".isdigit()`` is True, and int() refuses it), at most MAX_LOG_LINES."""
+    """``?lines=``: a whole number, at most MAX_LOG_LINES."""
     if text is None:
         return DEFAULT_LOG_LINES
-    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) > MAX_LOG_LINES:
+    lines = whole_number(text, MAX_LOG_LINES)
+    if lines is None:
         raise HttpError(
             400,
             "invalid_parameter",
             f"lines must be a whole number from 0 to {MAX_LOG_LINES}; got {echo(text)}",
             field="lines",
         )
-    return int(text)
+    return lines
 
 
 async def _log_events(tail: list[str], follow: AsyncIterator[str]) -> AsyncIterator[bytes]:
