@@ -509,7 +509,9 @@ class InstanceManager:
             return False
         if instance.phase in (Phase.STOPPED, Phase.FAILED):
             return self._on_demand_start(instance)
-        return True  # starting, running, stopping or restarting: it will be running again by itself
+        # Starting, running, stopping or restarting: the request waits for how that ends (the
+        # scheduler answers it if the instance ends stopped and may not start on demand).
+        return True
 
     def _enqueue(self, instance: _Instance, waiter: _Waiter) -> None:
         if waiter.lease:
@@ -599,18 +601,15 @@ class InstanceManager:
             return f"waiting for {', '.join(leaving)} to finish its requests, to swap in {instance.name}"
         return f"waiting for room to start {instance.name}"
 
-    def _fail_lease_waiters(self, instance: _Instance, error: InstanceError) -> None:
-        """Answer the requests waiting for ``instance``; API starts wait on."""
-        for waiter in [w for w in instance.queue if w.lease]:
-            instance.queue.remove(waiter)
-            if not waiter.admitted.done():
+    def _fail_waiters(self, instance: _Instance, error: InstanceError, api_starts: bool = True) -> None:
+        """Answer everything waiting for ``instance`` with ``error``; API starts too, unless told not to."""
+        kept: deque[_Waiter] = deque()
+        for waiter in instance.queue:
+            if not api_starts and not waiter.lease:
+                kept.append(waiter)
+            elif not waiter.admitted.done():
                 waiter.admitted.set_exception(error)
-
-    def _fail_waiters(self, instance: _Instance, error: InstanceError) -> None:
-        while instance.queue:
-            waiter = instance.queue.popleft()
-            if not waiter.admitted.done():
-                waiter.admitted.set_exception(error)
+        instance.queue = kept
         instance.owed = 0
 
     # ------------------------------------------------------------------ the scheduler
@@ -646,7 +645,7 @@ class InstanceManager:
             if instance.queue and stopped and (self._closing or not self._on_demand_start(instance)):
                 # Stopped since these requests came (an eviction, an idle stop): no start will come.
                 message = f"{instance.name} is stopped and on_demand_start is off"
-                self._fail_lease_waiters(instance, NotStartable(message))
+                self._fail_waiters(instance, NotStartable(message), api_starts=False)
         for instance in self._instances.values():
             instance.closed_for = plan.close.get(instance.name)
         for name in plan.start:
