@@ -24,6 +24,7 @@ import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test extra
 
 from llamactl.backends import Backend, get_backend
 from llamactl.client import CLIENT_VARIABLES
+from llamactl.sizes import parse_percent, parse_size
 
 # Structs ----------------------------------------------------------------------------------------
 
@@ -73,6 +74,12 @@ class BackendsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     vllm: DockerBackendConfig
 
 
+class MemoryPressureConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    threshold_percent: Annotated[float, msgspec.Meta(gt=0, le=100)] = 75.0
+    check_interval: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds."""
+
+
 class InstancesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port_range: tuple[Port, Port] = (8000, 9000)
     """Inclusive; instance ports are allocated from it."""
@@ -99,12 +106,48 @@ class InstancesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Streamed requests that wait get their progress as reasoning_content too (llama-swap's key)."""
     timeout_check_interval: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """Minutes; a float so tests can check every few seconds."""
+    memory_budget: int | str | None = None
+    """Bytes, a size (``"48GiB"``) or a share of RAM (``"85%"``) the instances may use; unset: no limit."""
+    memory_pressure: MemoryPressureConfig | None = None
+    """Stop idle instances while the system's memory use is past a threshold; unset: off."""
     logs_dir: Path
     log_rotation_enabled: bool = True
     log_rotation_max_size: Annotated[int, msgspec.Meta(ge=1)] = 100
     """Megabytes."""
     log_rotation_compress: bool = False
     log_rotation_backups: NonNegative = 5
+
+    def __post_init__(self) -> None:
+        # Checked here so a bad budget is a config error naming the key, not a failure at first use.
+        if isinstance(self.memory_budget, str):
+            memory_budget_bytes(self.memory_budget, total=1)
+        elif isinstance(self.memory_budget, int) and self.memory_budget <= 0:
+            raise ValueError("memory_budget must be positive")
+
+
+def memory_budget_bytes(budget: int | str, total: int) -> int:
+    """``memory_budget`` in bytes; a percentage is of ``total`` (the machine's RAM)."""
+    if isinstance(budget, int):
+        return budget
+    percent = parse_percent(budget)
+    if percent is None:
+        size = parse_size(budget)
+        if size <= 0:
+            raise ValueError("memory_budget must be positive")
+        return size
+    if not 0 < percent <= 100:
+        raise ValueError(f"memory_budget {budget!r}: a percentage is of RAM, between 0 and 100")
+    return int(total * percent / 100)
+
+
+class DiscoveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the model catalogue looks for models; each store is read, never written."""
+
+    paths: list[Path] = []
+    """Directories scanned recursively for GGUF files and Hugging Face style model dirs."""
+    huggingface: bool = True
+    ollama: bool = True
+    lmstudio: bool = True
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -139,6 +182,7 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     instances: InstancesConfig
     database: DatabaseConfig
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,6 +323,7 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     _instances_variable("SWAP_FAIRNESS_WINDOW", "swap_fairness_window", _number),
     _instances_variable("SEND_LOADING_STATE", "send_loading_state", _boolean),
     _instances_variable("TIMEOUT_CHECK_INTERVAL", "timeout_check_interval", _number),
+    _instances_variable("MEMORY_BUDGET", "memory_budget", _text),
     _instances_variable("LOGS_DIR", "logs_dir", _text),
     _instances_variable("LOG_ROTATION_ENABLED", "log_rotation_enabled", _boolean),
     _instances_variable("LOG_ROTATION_MAX_SIZE", "log_rotation_max_size", _integer),
@@ -689,6 +734,9 @@ def _place_paths(merged: dict[str, Any], layers: list[_Layer], cwd: Path, home: 
     _set(merged, ("data_dir",), str(data_dir))
     for key, default_name in ((("instances", "logs_dir"), "logs"), (("database", "path"), "llamactl.db")):
         _set(merged, key, _path_setting(merged, key, layers, data_dir, home) or str(data_dir / default_name))
+    paths = _get(merged, ("discovery", "paths"))
+    if isinstance(paths, list):
+        _set(merged, ("discovery", "paths"), [_resolve_path(str(path), cwd, home) for path in paths])
     return data_dir
 
 

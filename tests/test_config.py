@@ -15,6 +15,7 @@ from llamactl.config import (
     LoadedConfig,
     NodeConfig,
     load_config,
+    memory_budget_bytes,
     redacted,
 )
 
@@ -307,6 +308,7 @@ ENV_CASES: list[tuple[str, str, tuple[str, ...], Any]] = [
     ("LLAMACTL_SWAP_FAIRNESS_WINDOW", "2.5", ("instances", "swap_fairness_window"), 2.5),
     ("LLAMACTL_SEND_LOADING_STATE", "true", ("instances", "send_loading_state"), True),
     ("LLAMACTL_TIMEOUT_CHECK_INTERVAL", "0.05", ("instances", "timeout_check_interval"), 0.05),
+    ("LLAMACTL_MEMORY_BUDGET", "85%", ("instances", "memory_budget"), "85%"),
     ("LLAMACTL_LOGS_DIR", "/var/log/llamactl", ("instances", "logs_dir"), "/var/log/llamactl"),
     ("LLAMACTL_LOG_ROTATION_ENABLED", "1", ("instances", "log_rotation_enabled"), True),
     ("LLAMACTL_LOG_ROTATION_MAX_SIZE", "10", ("instances", "log_rotation_max_size"), 10),
@@ -713,3 +715,47 @@ def test_redaction_hides_secret_flags_and_assignments_in_backend_and_docker_args
         "CUDA_VISIBLE_DEVICES=0",
     ]
     assert "s3cr3t" not in msgspec.json.encode(document).decode()
+
+
+@pytest.mark.parametrize(
+    ("budget", "total", "expected"),
+    [
+        ("48GiB", 1, 48 * 1024**3),
+        ("512 MB", 1, 512 * 1000**2),
+        ("50%", 8 * 1024**3, 4 * 1024**3),
+        (4096, 1, 4096),
+    ],
+)
+def test_a_memory_budget_is_bytes_a_size_or_a_share_of_ram(
+    machine: Machine, budget: int | str, total: int, expected: int
+) -> None:
+    machine.write(
+        "llamactl.yaml",
+        f"instances:\n  memory_budget: {budget!r}\n"
+        if isinstance(budget, str)
+        else f"instances:\n  memory_budget: {budget}\n",
+    )
+    configured = machine.load().config.instances.memory_budget
+    assert configured is not None
+    assert memory_budget_bytes(configured, total) == expected
+
+
+@pytest.mark.parametrize("budget", ["lots", "12 parsecs", "0", "150%"])
+def test_a_memory_budget_that_is_not_a_size_is_an_error_naming_the_key(machine: Machine, budget: str) -> None:
+    machine.write("llamactl.yaml", f"instances:\n  memory_budget: {budget!r}\n")
+    with pytest.raises(ConfigError, match="memory_budget"):
+        machine.load()
+
+
+def test_discovery_paths_are_taken_from_the_working_directory_and_home(machine: Machine) -> None:
+    machine.write("llamactl.yaml", "discovery:\n  paths: [models, ~/gguf]\n  ollama: false\n")
+    discovery = machine.load().config.discovery
+    assert discovery.paths == [machine.cwd / "models", machine.home / "gguf"]
+    assert (discovery.huggingface, discovery.ollama, discovery.lmstudio) == (True, False, True)
+
+
+def test_memory_pressure_has_the_documented_defaults(machine: Machine) -> None:
+    machine.write("llamactl.yaml", "instances:\n  memory_pressure: {}\n")
+    pressure = machine.load().config.instances.memory_pressure
+    assert pressure is not None
+    assert (pressure.threshold_percent, pressure.check_interval) == (75.0, 30.0)

@@ -13,6 +13,13 @@ longer than the fairness window, the running instance stops taking new
 requests, lets those in flight finish, and is swapped out. Alternating clients
 then cost one swap per round, not one per request, and no request in flight
 is ever cut. Pinned instances (``idle_timeout: 0``) are never swapped out.
+
+Memory is one more limit of the same kind, counted in bytes instead of
+instances: with a ``memory_budget``, a start whose memory (the estimate, or
+what it used when it last ran) would take the instances past the budget makes
+room the same way, idle instances first. One that needs more than the whole
+budget is refused at once, and nothing is stopped for it; one that waits for
+busy instances carries the figures, so its answer can name them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 import msgspec
+
+from llamactl.sizes import format_bytes
 
 
 class Occupancy(StrEnum):
@@ -54,6 +63,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     startable: bool = True
     """On-demand start allowed (and llamactl not shutting down)."""
     last_used: float = 0.0
+    memory_bytes: int = 0
+    """What it holds (measured while it runs) or would hold (estimated); 0 when unknown."""
 
 
 class CapacityLimits(msgspec.Struct, frozen=True):
@@ -61,6 +72,8 @@ class CapacityLimits(msgspec.Struct, frozen=True):
     """-1: unlimited."""
     group_limits: dict[str, int]
     lru_eviction: bool
+    memory_budget: int | None = None
+    """Bytes all instances may hold together; None: memory is not counted."""
 
 
 class SwapPlan(msgspec.Struct):
@@ -73,6 +86,22 @@ class SwapPlan(msgspec.Struct):
     """Instances whose queued requests cannot be served at all -> why."""
     wake_at: float | None = None
     """When the plan changes by itself (a fairness window ends): ask again then."""
+    waiting: dict[str, str] = {}
+    """Instances that wait for room (memory) -> what they wait for, with the figures."""
+
+
+class Shortfall(msgspec.Struct, frozen=True):
+    """A limit a start would break: who counts towards it, and how much of it must be freed."""
+
+    label: str
+    pool: list[str]
+    need: int
+    in_bytes: bool = False
+    """Memory: ``need`` is bytes, and an instance frees its ``memory_bytes``; else a count of instances."""
+
+    def weight(self, candidate: Candidate) -> int:
+        """What stopping ``candidate`` frees of this limit."""
+        return candidate.memory_bytes if self.in_bytes else 1
 
 
 def plan_swaps(
@@ -89,12 +118,19 @@ def plan_swaps(
         key=lambda c: (c.oldest_arrival or 0.0, c.name),
     )
     for want in wanted:
+        budget = limits.memory_budget
+        if budget is not None and want.memory_bytes > budget:
+            plan.refuse[want.name] = (
+                f"{want.name} needs ~{format_bytes(want.memory_bytes)}, more than the whole memory budget "
+                f"of {format_bytes(budget)} (instances.memory_budget)"
+            )
+            continue
         shortfalls = _shortfalls(want, holders, by_name, limits)
         holders.add(want.name)  # reserved: instances later in the round count it as taken
         if not shortfalls:
             plan.start.append(want.name)
         elif not limits.lru_eviction:
-            plan.refuse[want.name] = f"{shortfalls[0][0]} reached and LRU eviction is off"
+            plan.refuse[want.name] = f"{shortfalls[0].label} reached and LRU eviction is off"
         else:
             room = _make_room(want, shortfalls, by_name, leaving, spent, plan, now, fairness_window)
             if room is None:
@@ -106,7 +142,7 @@ def plan_swaps(
 
 def _make_room(
     want: Candidate,
-    shortfalls: list[tuple[str, list[str], int]],
+    shortfalls: list[Shortfall],
     by_name: dict[str, Candidate],
     leaving: set[str],
     spent: set[str],
@@ -122,67 +158,92 @@ def _make_room(
     stop: dict[str, str] = {}
     close: dict[str, str] = {}
     deadline = (want.oldest_arrival if want.oldest_arrival is not None else now) + fairness_window
-    for label, pool, count in shortfalls:
-        count -= len(mine.intersection(pool))
-        for name in [n for n in pool if n in leaving and n not in spent][: max(count, 0)]:
+    for shortfall in shortfalls:
+        weight = shortfall.weight
+        need = shortfall.need - sum(weight(by_name[n]) for n in mine.intersection(shortfall.pool))
+        for name in [n for n in shortfall.pool if n in leaving and n not in spent and n not in mine]:
+            if need <= 0:
+                break
             mine.add(name)
-            count -= 1
+            need -= weight(by_name[name])
         idle = sorted(
-            (by_name[n] for n in pool if n not in spent and n not in mine and _evictable_now(by_name[n])),
+            (
+                by_name[n]
+                for n in shortfall.pool
+                if n not in spent and n not in mine and _evictable_now(by_name[n])
+            ),
             key=lambda c: c.last_used,
         )
-        for victim in idle[: max(count, 0)]:
+        for victim in idle:
+            if need <= 0:
+                break
             stop[victim.name] = want.name
             mine.add(victim.name)
-            count -= 1
-        if count <= 0:
+            need -= weight(victim)
+        if need <= 0:
             continue
-        open_pool = [by_name[n] for n in pool if n not in spent and n not in mine]
-        if len([c for c in open_pool if not c.pinned]) < count:
-            plan.refuse[want.name] = f"{label} reached and every running instance is pinned (idle_timeout 0)"
+        open_pool = [by_name[n] for n in shortfall.pool if n not in spent and n not in mine]
+        if sum(weight(c) for c in open_pool if not c.pinned) < need:
+            pinned = [c for c in open_pool if c.pinned]
+            plan.refuse[want.name] = (
+                f"{_reached(want, shortfall, by_name, pinned, 'pinned')} and the instances that hold it "
+                "are pinned (idle_timeout 0)"
+            )
             return None
         busy = [c for c in open_pool if _swappable_when_drained(c)]
-        if len(busy) < count:
-            continue  # the rest are starting or serving their own first requests: wait for them
-        if now < deadline:
-            plan.wake_at = deadline if plan.wake_at is None else min(plan.wake_at, deadline)
-            continue
+        if sum(weight(c) for c in busy) < need or now < deadline:
+            holding = [c for c in open_pool if not c.pinned]
+            plan.waiting[want.name] = _reached(want, shortfall, by_name, holding, "busy")
+            if sum(weight(c) for c in busy) >= need:
+                plan.wake_at = deadline if plan.wake_at is None else min(plan.wake_at, deadline)
+            continue  # wait for their requests, or for the window to end
         # The fewest requests to wait for first, then the least recently used.
-        for victim in sorted(busy, key=lambda c: (c.in_flight, c.last_used))[:count]:
+        for victim in sorted(busy, key=lambda c: (c.in_flight, c.last_used)):
+            if need <= 0:
+                break
             (stop if victim.in_flight == 0 else close)[victim.name] = want.name
             mine.add(victim.name)
+            need -= weight(victim)
     spent.update(mine)
     plan.stop.update(stop)
     plan.close.update(close)
     return mine
 
 
+def _reached(
+    want: Candidate, shortfall: Shortfall, by_name: dict[str, Candidate], holders: list[Candidate], kind: str
+) -> str:
+    """The limit in words; for memory with the figures: 'qwen needs ~9.1 GiB, 3.2 GiB free of …'."""
+    if not shortfall.in_bytes:
+        return f"{shortfall.label} reached"
+    held = sum(by_name[n].memory_bytes for n in shortfall.pool)
+    budget = held + want.memory_bytes - shortfall.need
+    named = ", ".join(f"{c.name} {format_bytes(c.memory_bytes)}" for c in holders)
+    return (
+        f"{want.name} needs ~{format_bytes(want.memory_bytes)}, {format_bytes(max(budget - held, 0))} free "
+        f"of the {format_bytes(budget)} memory budget" + (f"; {kind}: {named}" if named else "")
+    )
+
+
 def _shortfalls(
     want: Candidate, holders: set[str], by_name: dict[str, Candidate], limits: CapacityLimits
-) -> list[tuple[str, list[str], int]]:
-    """Each limit ``want`` would break if it started now: (limit, instances that count, how many must go)."""
+) -> list[Shortfall]:
+    """Each limit ``want`` would break if it started now."""
     shortfalls = []
     group_limit = limits.group_limits.get(want.group) if want.group is not None else None
     if group_limit is not None:
         in_group = [n for n in holders if by_name[n].group == want.group and n != want.name]
         if len(in_group) + 1 > group_limit:
-            shortfalls.append(
-                (
-                    f"the limit of group {want.group} ({group_limit})",
-                    in_group,
-                    len(in_group) + 1 - group_limit,
-                )
-            )
-    if limits.max_running >= 0:
-        others = [n for n in holders if n != want.name]
-        if len(others) + 1 > limits.max_running:
-            shortfalls.append(
-                (
-                    f"max_running_instances ({limits.max_running})",
-                    others,
-                    len(others) + 1 - limits.max_running,
-                )
-            )
+            label = f"the limit of group {want.group} ({group_limit})"
+            shortfalls.append(Shortfall(label, in_group, len(in_group) + 1 - group_limit))
+    others = [n for n in holders if n != want.name]
+    if limits.max_running >= 0 and len(others) + 1 > limits.max_running:
+        label = f"max_running_instances ({limits.max_running})"
+        shortfalls.append(Shortfall(label, others, len(others) + 1 - limits.max_running))
+    if limits.memory_budget is not None:
+        over = sum(by_name[n].memory_bytes for n in others) + want.memory_bytes - limits.memory_budget
+        if over > 0:
+            shortfalls.append(Shortfall("instances.memory_budget", others, over, in_bytes=True))
     return shortfalls
 
 

@@ -131,3 +131,79 @@ def test_idle_rule() -> None:
 def test_restart_backoff_doubles_and_caps() -> None:
     assert [restart_delay(n, 5) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
     assert restart_delay(20, 5) == 300
+
+
+GIB = 1024**3
+
+
+def budget(gib: float, max_running: int = -1) -> CapacityLimits:
+    return CapacityLimits(
+        max_running=max_running, group_limits={}, lru_eviction=True, memory_budget=int(gib * GIB)
+    )
+
+
+def test_a_start_that_fits_the_memory_budget_starts_beside_what_runs() -> None:
+    result = plan([running("a", memory_bytes=10 * GIB), wanting("b", memory_bytes=10 * GIB)], budget(24))
+    assert result.start == ["b"] and not result.stop
+
+
+def test_a_start_that_does_not_fit_evicts_idle_instances_least_recently_used_first_until_it_does() -> None:
+    candidates = [
+        running("old", last_used=1, memory_bytes=4 * GIB),
+        running("older", last_used=0, memory_bytes=4 * GIB),
+        running("recent", last_used=5, memory_bytes=12 * GIB),
+        wanting("big", memory_bytes=10 * GIB),
+    ]
+    # 20 GiB held, 10 wanted, 24 budget: 6 GiB must go; the two least recent (8 GiB) do, the recent one stays.
+    result = plan(candidates, budget(24))
+    assert result.stop == {"older": "big", "old": "big"} and result.start == []
+
+
+def test_a_start_larger_than_the_whole_budget_is_refused_with_the_figures_and_evicts_nothing() -> None:
+    result = plan([running("a", memory_bytes=1 * GIB), wanting("huge", memory_bytes=30 * GIB)], budget(24))
+    assert not result.stop and not result.start
+    assert result.refuse["huge"] == (
+        "huge needs ~30.0 GiB, more than the whole memory budget of 24.0 GiB (instances.memory_budget)"
+    )
+
+
+def test_a_start_blocked_by_a_busy_instance_waits_with_the_figures_then_swaps_after_the_window() -> None:
+    candidates = [
+        running("llama", in_flight=1, memory_bytes=14 * GIB),
+        wanting("qwen", memory_bytes=int(9.1 * GIB)),
+    ]
+    early = plan(candidates, budget(16), now=1.0)
+    assert not early.stop and not early.close and not early.refuse and early.wake_at == WINDOW
+    assert early.waiting["qwen"] == (
+        "qwen needs ~9.1 GiB, 2.0 GiB free of the 16.0 GiB memory budget; busy: llama 14.0 GiB"
+    )
+    late = plan(candidates, budget(16), now=WINDOW)
+    assert late.close == {"llama": "qwen"}
+
+
+def test_instances_whose_memory_is_unknown_free_nothing_so_they_are_not_stopped_for_memory() -> None:
+    candidates = [
+        running("unknown", memory_bytes=0),
+        running("known", memory_bytes=20 * GIB),
+        wanting("b", memory_bytes=8 * GIB),
+    ]
+    assert plan(candidates, budget(24)).stop == {"known": "b"}
+
+
+def test_pinned_instances_holding_the_memory_refuse_the_start_with_the_figures() -> None:
+    candidates = [running("pin", pinned=True, memory_bytes=20 * GIB), wanting("b", memory_bytes=8 * GIB)]
+    result = plan(candidates, budget(24))
+    assert result.refuse["b"] == (
+        "b needs ~8.0 GiB, 4.0 GiB free of the 24.0 GiB memory budget; pinned: pin 20.0 GiB "
+        "and the instances that hold it are pinned (idle_timeout 0)"
+    )
+
+
+def test_memory_and_count_limits_are_both_kept() -> None:
+    candidates = [
+        running("a", last_used=0, memory_bytes=1 * GIB),
+        running("b", last_used=1, memory_bytes=20 * GIB),
+        wanting("c", memory_bytes=8 * GIB),
+    ]
+    # max_running 2 alone would stop a (least recent); memory needs b to go as well.
+    assert plan(candidates, budget(24, max_running=2)).stop == {"a": "c", "b": "c"}
