@@ -16,6 +16,7 @@ from llamactl.backends.errors import (
 )
 from llamactl.backends.llama_cpp.adapter import LlamaCppBackend
 from llamactl.backends.llama_cpp.options import LlamaCppOptions
+from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.mlx_lm.adapter import MlxLmBackend
 from llamactl.backends.mlx_lm.options import MlxLmOptions
 from llamactl.backends.options_base import BackendOptions
@@ -61,6 +62,7 @@ __all__ = [
     "BackendType",
     "CommandSyntaxError",
     "LlamaCppOptions",
+    "MemoryInputs",
     "MlxLmOptions",
     "OptionValueError",
     "ParsedCommand",

@@ -22,6 +22,7 @@ from llamactl.backends.argv_redaction import redact_arguments
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.cli_spec import CliSpec, load_cli_spec
 from llamactl.backends.launcher import Launcher
+from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.option_input import options_from_mapping, options_from_values
 from llamactl.backends.options_base import BackendOptions
 
@@ -99,6 +100,10 @@ class Backend(ABC):
     def adapter_names(self, options: BackendOptions) -> list[str]:
         """Other ``model`` values the backend answers to, such as LoRA adapters it serves by name."""
         return []
+
+    def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
+        """What the options say about the memory the backend will take; None without a local model."""
+        return None
 
     @abstractmethod
     def served_model_name(self, options: BackendOptions) -> str | None:

@@ -5,6 +5,7 @@ from pathlib import Path
 from llamactl.backends.adapter import Backend, ReadinessProbe
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
+from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.mlx_lm.options import MlxLmOptions
 from llamactl.backends.options_base import BackendOptions
 
@@ -36,3 +37,11 @@ class MlxLmBackend(Backend):
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         return DEFAULT_MODEL
+
+    def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
+        assert isinstance(options, MlxLmOptions)
+        if not options.model:
+            return None
+        # mlx_lm grows its cache as a conversation does: the model's context is the bound.
+        extra = (options.adapter_path,) if options.adapter_path else ()
+        return MemoryInputs(model_path=options.model, extra_files=extra)

@@ -6,6 +6,7 @@ from pathlib import Path
 from llamactl.backends.adapter import Backend
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
+from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.options_base import BackendOptions
 from llamactl.backends.vllm.options import VllmOptions
 
@@ -38,6 +39,19 @@ class VllmBackend(Backend):
         if options.served_model_name:
             return options.served_model_name[0]
         return options.model
+
+    def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
+        assert isinstance(options, VllmOptions)
+        if not options.model:
+            return None
+        length = options.max_model_len
+        # vLLM sets its KV cache aside at start: a given size is what it takes, whatever the context.
+        kv_bytes = options.kv_cache_memory_bytes
+        return MemoryInputs(
+            model_path=options.model,
+            context=length if isinstance(length, int) and length > 0 else None,
+            kv_cache_bytes=int(kv_bytes) if kv_bytes is not None and kv_bytes.isdigit() else None,
+        )
 
     def adapter_names(self, options: BackendOptions) -> list[str]:
         # Each --lora-modules entry is 'name=path', a JSON object or a JSON list of them;
