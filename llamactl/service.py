@@ -16,14 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import psutil
 import uvicorn
 
 from llamactl.backends import get_backend
-from llamactl.config import AppConfig, ConfigError, LoadedConfig, redacted
+from llamactl.config import AppConfig, ConfigError, LoadedConfig, memory_budget_bytes, redacted
 from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
-from llamactl.instance.manager import InstanceManager, ManagerSettings, ReconcileReport
+from llamactl.instance.manager import InstanceManager, ManagerSettings, MemoryPressure, ReconcileReport
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.server.api_keys import ApiKeyStore
 from llamactl.server.app import LlamactlApp, is_loopback
@@ -57,6 +58,9 @@ def manager_settings(config: AppConfig) -> ManagerSettings:
             max_running=instances.max_running_instances,
             group_limits=dict(instances.group_limits),
             lru_eviction=instances.enable_lru_eviction,
+            memory_budget=None
+            if instances.memory_budget is None
+            else memory_budget_bytes(instances.memory_budget, psutil.virtual_memory().total),
         ),
         default_auto_restart=instances.default_auto_restart,
         default_max_restarts=instances.default_max_restarts,
@@ -71,6 +75,11 @@ def manager_settings(config: AppConfig) -> ManagerSettings:
         log_max_bytes=instances.log_rotation_max_size * MEGABYTE if instances.log_rotation_enabled else 0,
         log_backups=instances.log_rotation_backups,
         backends=backends,
+        memory_pressure=None
+        if instances.memory_pressure is None
+        else MemoryPressure(
+            instances.memory_pressure.threshold_percent, instances.memory_pressure.check_interval
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from llamactl.backends.llama_cpp.options import LlamaCppOptions
 from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.mlx_lm.adapter import MlxLmBackend
 from llamactl.backends.mlx_lm.options import MlxLmOptions
+from llamactl.backends.model_files import ModelFiles
 from llamactl.backends.options_base import BackendOptions
 from llamactl.backends.vllm.adapter import VllmBackend
 from llamactl.backends.vllm.options import VllmOptions
@@ -64,6 +65,7 @@ __all__ = [
     "LlamaCppOptions",
     "MemoryInputs",
     "MlxLmOptions",
+    "ModelFiles",
     "OptionValueError",
     "ParsedCommand",
     "ReadinessProbe",

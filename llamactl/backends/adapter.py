@@ -23,6 +23,7 @@ from llamactl.backends.backend_type import BackendType
 from llamactl.backends.cli_spec import CliSpec, load_cli_spec
 from llamactl.backends.launcher import Launcher
 from llamactl.backends.memory_inputs import MemoryInputs
+from llamactl.backends.model_files import ModelFiles
 from llamactl.backends.option_input import options_from_mapping, options_from_values
 from llamactl.backends.options_base import BackendOptions
 
@@ -101,8 +102,16 @@ class Backend(ABC):
         """Other ``model`` values the backend answers to, such as LoRA adapters it serves by name."""
         return []
 
+    def options_for_model(self, files: ModelFiles) -> BackendOptions:
+        """Options that serve ``files``: the model alone unless the backend knows what to do with the rest."""
+        return self.options_from_json({"model": files.model_path})
+
     def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
         """What the options say about the memory the backend will take; None without a local model."""
+        return None
+
+    def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:
+        """The memory the backend says it allocated, from the lines it printed while starting."""
         return None
 
     @abstractmethod

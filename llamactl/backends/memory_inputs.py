@@ -18,6 +18,8 @@ class MemoryInputs(msgspec.Struct, frozen=True, kw_only=True):
     cache_type_v: str = "f16"
     flash_attention: bool = True
     ubatch: int = 512
+    parallel: int = 1
+    """Slots: they share the context, but each gets its own sliding window."""
     extra_files: tuple[str, ...] = ()
     """Files loaded beside the model (a projector, LoRA adapters): their sizes count."""
     kv_cache_bytes: int | None = None

@@ -51,7 +51,9 @@ from llamactl.instance.lifecycle import (
     Then,
 )
 from llamactl.instance.lifecycle import StartFailed as StartFailedEvent
-from llamactl.instance.log_file import InstanceLog
+from llamactl.instance.log_file import RING_LINES, InstanceLog
+from llamactl.instance.memory import InstanceMemory, MemoryFigures
+from llamactl.instance.memory_probe import SystemMemory, system_memory
 from llamactl.instance.options import InstanceOptions, check_instance_name
 from llamactl.instance.ports import PortAllocator
 from llamactl.instance.process import kill_leftover_group
@@ -60,8 +62,10 @@ from llamactl.instance.scheduling import (
     CapacityLimits,
     IdleCandidate,
     Occupancy,
+    PressureCandidate,
     idle_instances,
     plan_swaps,
+    pressure_victims,
 )
 from llamactl.instance.status import InstanceStatus
 from llamactl.instance.supervisor import ProcessSettings, Supervisor, SupervisorHooks
@@ -103,6 +107,14 @@ class ManagerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds a stop (not a swap) waits for requests in flight."""
     stable_period: float = 60.0
     """Seconds ready after which a crash counts as the first again."""
+    memory_pressure: MemoryPressure | None = None
+
+
+class MemoryPressure(msgspec.Struct, frozen=True):
+    threshold_percent: float
+    """Of the machine's RAM in use, past which idle instances are stopped."""
+    check_interval: float
+    """Seconds."""
 
 
 class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -126,6 +138,7 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     queued: int = 0
     """Requests waiting for this instance."""
     in_flight: int = 0
+    memory: MemoryFigures = MemoryFigures()
 
 
 class Leased(msgspec.Struct, frozen=True):
@@ -179,6 +192,7 @@ class _Instance:
         self.created = record.created
         self.options = record.options
         self.served_model = served_model(record.options)
+        self.memory = memory_of(record.options)
         self.declared = record.declared
         self.was_running = record.was_running
         self.log = log
@@ -193,6 +207,8 @@ class _Instance:
         self.last_used = now
         self.stop_waiters: list[asyncio.Future[None]] = []
         self.published_queue = 0
+        self.waiting_for: str | None = None
+        """Why its queue cannot be served yet, with the figures (the swap policy's words)."""
 
     @property
     def phase(self) -> Phase:
@@ -208,9 +224,14 @@ class InstanceManager:
         settings: ManagerSettings,
         store: Store,
         clock: Callable[[], float] = time.monotonic,
+        read_system_memory: Callable[[], SystemMemory] = system_memory,
     ) -> None:
-        """``clock`` drives the idle, fairness and least-recently-used decisions; deadlines use real time."""
+        """``clock`` drives the idle, fairness and least-recently-used decisions; deadlines use real time.
+
+        ``read_system_memory`` is what the memory-pressure rule reads (tests pass their own).
+        """
         self.settings = settings
+        self._read_system_memory = read_system_memory
         self.events = EventBus()
         self._store = store
         self._clock = clock
@@ -225,6 +246,7 @@ class InstanceManager:
             stable_period=settings.stable_period,
         )
         self._idle_task: asyncio.Task[None] | None = None
+        self._pressure_task: asyncio.Task[None] | None = None
         self._schedule_pending = False
         self._wake: asyncio.TimerHandle | None = None
         self._closing = False
@@ -239,20 +261,26 @@ class InstanceManager:
             self._store.forget_process(leftover.name)
         for record in self._store.load_instances():
             self._add(record)
-        for instance in self._instances.values():
-            if instance.was_running and self._policy(instance).auto_restart:
-                waiter = _Waiter(self._clock(), lease=False, manual=False)
-                waiter.admitted.add_done_callback(_log_boot_start(instance.name))
-                self._enqueue(instance, waiter)
+        booting = [i for i in self._instances.values() if i.was_running and self._policy(i).auto_restart]
+        await asyncio.gather(*(instance.memory.estimate() for instance in booting))
+        for instance in booting:
+            waiter = _Waiter(self._clock(), lease=False, manual=False)
+            waiter.admitted.add_done_callback(_log_boot_start(instance.name))
+            self._enqueue(instance, waiter)
         self._idle_task = asyncio.create_task(self._idle_loop(), name="idle stop")
+        if self.settings.memory_pressure is not None:
+            self._pressure_task = asyncio.create_task(
+                self._pressure_loop(self.settings.memory_pressure), name="memory pressure"
+            )
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop every backend (bounded), keeping which ones ran for the next boot."""
         self._closing = True
-        if self._idle_task is not None:
-            self._idle_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._idle_task
+        for task in (self._idle_task, self._pressure_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._wake is not None:
             self._wake.cancel()
         for instance in self._instances.values():
@@ -308,6 +336,7 @@ class InstanceManager:
         changed = self._launch_for(instance, options) != self._launch_for(instance, instance.options)
         instance.options = options
         instance.served_model = served_model(options)
+        instance.memory = memory_of(options)
         self._store.save_instance(instance.record())
         if changed and instance.phase in (Phase.STARTING, Phase.RUNNING, Phase.DRAINING):
             return await self.restart(name)
@@ -413,6 +442,7 @@ class InstanceManager:
             # It holds its place already: start now (skipping a back-off), or again once stopped.
             instance.supervisor.post(Start(manual=True))
         if instance.phase is not Phase.RUNNING:
+            await instance.memory.estimate()  # the swap policy weighs it before the start
             waiter = _Waiter(self._clock(), lease=False, manual=True)
             self._enqueue(instance, waiter)
             await self._await_admission(instance, waiter, None)
@@ -457,6 +487,8 @@ class InstanceManager:
                 raise NotStartable(
                     f"{name} is {instance.supervisor.state.status.value} and on_demand_start is off"
                 )
+            if instance.phase in (Phase.STOPPED, Phase.FAILED):
+                await instance.memory.estimate()  # the swap policy weighs it before the start
             waiter = _Waiter(self._clock(), lease=True, manual=False)
             self._enqueue(instance, waiter)
             await self._await_admission(instance, waiter, progress)
@@ -487,6 +519,36 @@ class InstanceManager:
         # Posted in the same step as the decision: a request arriving now queues for the restart.
         stopped = [self._post_stop(self._instances[n], StopReason.IDLE) for n in names]
         await asyncio.gather(*stopped)
+        return names
+
+    async def relieve_memory_pressure(self) -> list[str]:
+        """Past the pressure threshold, stop idle instances (LRU) until under it; returns their names."""
+        pressure = self.settings.memory_pressure
+        assert pressure is not None
+        memory = self._read_system_memory()
+        used = memory.total_bytes - memory.available_bytes
+        candidates = [
+            PressureCandidate(
+                i.name,
+                busy=bool(i.in_flight or i.queue or i.closed_for),
+                pinned=self._idle_timeout(i) == 0,
+                last_used=i.last_used,
+                memory_bytes=i.memory.held_bytes(self._pid(i), running=True),
+            )
+            for i in self._instances.values()
+            if i.phase is Phase.RUNNING
+        ]
+        names = pressure_victims(candidates, used, memory.total_bytes, pressure.threshold_percent)
+        if names:
+            detail = (
+                f"memory pressure: {100 * used / memory.total_bytes:.0f}% of RAM in use, "
+                f"past instances.memory_pressure.threshold_percent ({pressure.threshold_percent:g})"
+            )
+            logger.warning("%s; stopping %s", detail, ", ".join(names))
+            # Posted in the same step as the decision, as for idle stops.
+            await asyncio.gather(
+                *(self._post_stop(self._instances[n], StopReason.EVICTED, detail) for n in names)
+            )
         return names
 
     async def settled(self) -> None:
@@ -599,6 +661,8 @@ class InstanceManager:
         leaving = [i.name for i in self._instances.values() if i.closed_for == instance.name]
         if leaving:
             return f"waiting for {', '.join(leaving)} to finish its requests, to swap in {instance.name}"
+        if instance.waiting_for is not None:
+            return f"waiting for room: {instance.waiting_for}"
         return f"waiting for room to start {instance.name}"
 
     def _fail_waiters(self, instance: _Instance, error: InstanceError, api_starts: bool = True) -> None:
@@ -648,6 +712,7 @@ class InstanceManager:
                 self._fail_waiters(instance, NotStartable(message), api_starts=False)
         for instance in self._instances.values():
             instance.closed_for = plan.close.get(instance.name)
+            instance.waiting_for = plan.waiting.get(instance.name)
         for name in plan.start:
             instance = self._instances[name]
             manual = any(w.manual for w in instance.queue)
@@ -702,7 +767,14 @@ class InstanceManager:
             startable=not self._closing
             and (self._on_demand_start(instance) or any(not w.lease for w in live)),
             last_used=instance.last_used,
+            memory_bytes=instance.memory.held_bytes(self._pid(instance), phase is Phase.RUNNING)
+            if self.settings.limits.memory_budget is not None
+            else 0,
         )
+
+    def _pid(self, instance: _Instance) -> int | None:
+        process = instance.supervisor.process
+        return process.pid if process is not None and process.running else None
 
     # ------------------------------------------------------------------ supervisor hooks
 
@@ -716,6 +788,8 @@ class InstanceManager:
         if new.phase is Phase.RUNNING:
             instance.owed = len(instance.queue)
             instance.last_used = self._clock()
+            if old.phase is not Phase.RUNNING:
+                instance.memory.ready(instance.log.tail(RING_LINES))
         elif new.phase is Phase.FAILED or (new.phase is Phase.STOPPING and new.then is Then.FAIL):
             message = f"{instance.name}: {instance.supervisor.last_error or 'the start failed'}"
             timed_out = isinstance(event, StartFailedEvent) and event.timed_out
@@ -804,18 +878,20 @@ class InstanceManager:
         """Stop and wait until nothing runs (requests in flight get ``drain_timeout`` to finish)."""
         await self._post_stop(instance, reason)
 
-    def _post_stop(self, instance: _Instance, reason: StopReason) -> asyncio.Future[None]:
+    def _post_stop(
+        self, instance: _Instance, reason: StopReason, detail: str | None = None
+    ) -> asyncio.Future[None]:
         """Stop now, in this step (no lease can slip in before it), and a future for when nothing runs."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if instance.phase in (Phase.STOPPED, Phase.FAILED):
-            instance.supervisor.post(Stop(reason))
+            instance.supervisor.post(Stop(reason, detail))
             # No transition to answer them: requests waiting for room are answered here.
             self._fail_stopped_waiters(instance, reason)
             self._schedule()
             done.set_result(None)
             return done
         instance.stop_waiters.append(done)
-        instance.supervisor.post(Stop(reason))
+        instance.supervisor.post(Stop(reason, detail))
         return done
 
     def _policy(self, instance: _Instance) -> CrashPolicy:
@@ -858,7 +934,18 @@ class InstanceManager:
             last_log_lines=supervisor.last_log_lines,
             queued=len(instance.queue),
             in_flight=instance.in_flight,
+            memory=instance.memory.figures(self._pid(instance)),
         )
+
+    async def _pressure_loop(self, pressure: MemoryPressure) -> None:
+        while True:
+            await asyncio.sleep(pressure.check_interval)
+            try:
+                await self.relieve_memory_pressure()
+            except Exception:
+                logger.exception(
+                    "the memory pressure check failed; trying again in %s s", pressure.check_interval
+                )
 
     async def _idle_loop(self) -> None:
         while True:
@@ -881,6 +968,10 @@ def _log_boot_start(name: str) -> Callable[[asyncio.Future[None]], None]:
 
 def served_model(options: InstanceOptions) -> str | None:
     return get_backend(options.backend_type).served_model_name(options.backend_options)
+
+
+def memory_of(options: InstanceOptions) -> InstanceMemory:
+    return InstanceMemory(get_backend(options.backend_type), options.backend_options)
 
 
 def claimed_port(options: InstanceOptions) -> int | None:

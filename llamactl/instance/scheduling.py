@@ -170,7 +170,7 @@ def _make_room(
             (
                 by_name[n]
                 for n in shortfall.pool
-                if n not in spent and n not in mine and _evictable_now(by_name[n])
+                if n not in spent and n not in mine and _evictable_now(by_name[n]) and weight(by_name[n])
             ),
             key=lambda c: c.last_used,
         )
@@ -190,7 +190,7 @@ def _make_room(
                 "are pinned (idle_timeout 0)"
             )
             return None
-        busy = [c for c in open_pool if _swappable_when_drained(c)]
+        busy = [c for c in open_pool if _swappable_when_drained(c) and weight(c)]
         if sum(weight(c) for c in busy) < need or now < deadline:
             holding = [c for c in open_pool if not c.pinned]
             plan.waiting[want.name] = _reached(want, shortfall, by_name, holding, "busy")
@@ -279,3 +279,31 @@ def idle_instances(candidates: list[IdleCandidate], now: float) -> list[str]:
         for c in candidates
         if c.idle_timeout_minutes > 0 and not c.busy and now - c.last_used >= c.idle_timeout_minutes * 60
     ]
+
+
+class PressureCandidate(msgspec.Struct, frozen=True):
+    """A running instance as the pressure rule sees it."""
+
+    name: str
+    busy: bool
+    """A request in flight or queued: never stopped for pressure."""
+    pinned: bool
+    last_used: float
+    memory_bytes: int
+    """What stopping it frees (0 when unknown: it is stopped all the same, freeing what it does)."""
+
+
+def pressure_victims(
+    candidates: list[PressureCandidate], used_bytes: int, total_bytes: int, threshold_percent: float
+) -> list[str]:
+    """Idle instances to stop, least recently used first, until memory use is back under the threshold."""
+    limit = total_bytes * threshold_percent / 100
+    victims = []
+    for candidate in sorted(candidates, key=lambda c: c.last_used):
+        if used_bytes <= limit:
+            break
+        if candidate.busy or candidate.pinned:
+            continue
+        victims.append(candidate.name)
+        used_bytes -= candidate.memory_bytes
+    return victims

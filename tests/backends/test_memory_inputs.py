@@ -1,6 +1,6 @@
 """What each backend's options say about memory: the flags the estimate depends on, read by the adapter."""
 
-from llamactl.backends import MemoryInputs, get_backend
+from llamactl.backends import MemoryInputs, ModelFiles, get_backend
 
 
 def inputs(backend: str, command: list[str]) -> MemoryInputs | None:
@@ -31,12 +31,16 @@ def test_llama_server_flags_become_the_estimate_inputs() -> None:
         cache_type_v="f16",
         flash_attention=False,
         ubatch=256,
+        parallel=4,
         extra_files=("/m/p.gguf", "/m/a.gguf", "/m/b.gguf", "/m/c.gguf"),
     )
 
 
 def test_llama_server_defaults_are_the_models_context_and_flash_attention_on() -> None:
-    assert inputs("llama_cpp", ["-m", "/m/q.gguf", "-np", "4"]) == MemoryInputs(model_path="/m/q.gguf")
+    assert inputs("llama_cpp", ["-m", "/m/q.gguf"]) == MemoryInputs(model_path="/m/q.gguf", parallel=4)
+    assert inputs("llama_cpp", ["-m", "/m/q.gguf", "-np", "2"]) == MemoryInputs(
+        model_path="/m/q.gguf", parallel=2
+    )
 
 
 def test_a_model_fetched_at_start_has_nothing_to_estimate_from() -> None:
@@ -48,3 +52,29 @@ def test_mlx_counts_its_adapter_and_vllm_its_context_and_kv_cache_size() -> None
     assert mlx == MemoryInputs(model_path="/m/dir", extra_files=("/m/adapter",))
     vllm = inputs("vllm", ["/m/dir", "--max-model-len", "2048", "--kv-cache-memory-bytes", "1073741824"])
     assert vllm == MemoryInputs(model_path="/m/dir", context=2048, kv_cache_bytes=1073741824)
+
+
+def test_an_ollama_model_becomes_llama_server_options_with_its_adapters_projector_and_params() -> None:
+    files = ModelFiles(
+        model_path="/store/blobs/sha256-aa",
+        projector_path="/store/blobs/sha256-bb",
+        adapter_paths=("/store/blobs/sha256-cc",),
+        defaults={"num_ctx": 8192, "temperature": 0.2, "stop": ["<|im_end|>"], "mirostat_tau": 4.0},
+    )
+    adapter = get_backend("llama_cpp")
+    command = adapter.build_arguments(adapter.options_for_model(files))
+    assert command == [
+        "--ctx-size",
+        "8192",
+        "--lora",
+        "/store/blobs/sha256-cc",
+        "--model",
+        "/store/blobs/sha256-aa",
+        "--temp",
+        "0.2",
+        "--mirostat-ent",
+        "4.0",
+        "--mmproj",
+        "/store/blobs/sha256-bb",
+        "--jinja",
+    ]  # fmt: skip; "stop" has no llama-server flag and is left out

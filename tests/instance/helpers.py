@@ -45,19 +45,22 @@ def settings(tmp_path: Path, **overrides: Any) -> ManagerSettings:
     return msgspec.structs.replace(base, **overrides)
 
 
-def manager(tmp_path: Path, clock: Any = None, **overrides: Any) -> InstanceManager:
+def manager(
+    tmp_path: Path, clock: Any = None, read_system_memory: Any = None, **overrides: Any
+) -> InstanceManager:
     store = Store(tmp_path / "llamactl.db")
-    if clock is None:
-        return InstanceManager(settings(tmp_path, **overrides), store)
-    return InstanceManager(settings(tmp_path, **overrides), store, clock=clock)
+    injected = {"clock": clock, "read_system_memory": read_system_memory}
+    return InstanceManager(
+        settings(tmp_path, **overrides), store, **{k: v for k, v in injected.items() if v is not None}
+    )
 
 
 @asynccontextmanager
 async def opened_manager(
-    tmp_path: Path, clock: Any = None, **overrides: Any
+    tmp_path: Path, clock: Any = None, read_system_memory: Any = None, **overrides: Any
 ) -> AsyncIterator[InstanceManager]:
     """An opened manager over the stand-in, closed (every backend stopped) even when the test fails."""
-    opened = manager(tmp_path, clock, **overrides)
+    opened = manager(tmp_path, clock, read_system_memory, **overrides)
     await opened.open()
     try:
         yield opened

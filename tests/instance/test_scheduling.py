@@ -6,9 +6,11 @@ from llamactl.instance.scheduling import (
     CapacityLimits,
     IdleCandidate,
     Occupancy,
+    PressureCandidate,
     SwapPlan,
     idle_instances,
     plan_swaps,
+    pressure_victims,
 )
 
 WINDOW = 10.0
@@ -207,3 +209,33 @@ def test_memory_and_count_limits_are_both_kept() -> None:
     ]
     # max_running 2 alone would stop a (least recent); memory needs b to go as well.
     assert plan(candidates, budget(24, max_running=2)).stop == {"a": "c", "b": "c"}
+
+
+def idle_running(
+    name: str, last_used: float, gib: float, busy: bool = False, pinned: bool = False
+) -> PressureCandidate:
+    return PressureCandidate(name, busy, pinned, last_used, int(gib * GIB))
+
+
+def test_under_the_pressure_threshold_nothing_is_stopped() -> None:
+    assert (
+        pressure_victims(
+            [idle_running("a", 0, 4)], used_bytes=7 * GIB, total_bytes=10 * GIB, threshold_percent=75
+        )
+        == []
+    )
+
+
+def test_past_the_threshold_idle_instances_go_least_recently_used_first_until_under_it() -> None:
+    candidates = [idle_running("recent", 9, 2), idle_running("old", 1, 1), idle_running("oldest", 0, 1)]
+    # 9 of 10 GiB used, 7.5 allowed: the two oldest free 2 GiB, which is enough.
+    assert pressure_victims(candidates, 9 * GIB, 10 * GIB, 75) == ["oldest", "old"]
+
+
+def test_pressure_never_stops_a_busy_or_pinned_instance_even_when_still_over() -> None:
+    candidates = [
+        idle_running("busy", 0, 4, busy=True),
+        idle_running("pinned", 1, 4, pinned=True),
+        idle_running("idle", 2, 1),
+    ]
+    assert pressure_victims(candidates, 10 * GIB, 10 * GIB, 50) == ["idle"]

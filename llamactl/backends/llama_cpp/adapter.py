@@ -1,13 +1,44 @@
 """llama.cpp's ``llama-server``."""
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from llamactl.backends.adapter import Backend
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
+from llamactl.backends.llama_cpp.memory_report import parse_memory_report
 from llamactl.backends.llama_cpp.options import LlamaCppOptions
 from llamactl.backends.memory_inputs import MemoryInputs
+from llamactl.backends.model_files import ModelFiles
 from llamactl.backends.options_base import BackendOptions
+
+AUTO_PARALLEL = 4
+"""The slots llama-server makes with -np -1 (its default, 'auto')."""
+
+
+# Ollama's params (api/types.go Options) that llama-server has a flag for, and that flag's option.
+# Sampling ones become llama-server's defaults for requests that do not set them.
+OLLAMA_PARAMS = {
+    "num_ctx": "ctx_size",
+    "num_batch": "batch_size",
+    "num_thread": "threads",
+    "num_gpu": "gpu_layers",
+    "num_predict": "predict",
+    "seed": "seed",
+    "temperature": "temp",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "typical_p": "typical",
+    "repeat_last_n": "repeat_last_n",
+    "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "mirostat": "mirostat",
+    "mirostat_eta": "mirostat_lr",
+    "mirostat_tau": "mirostat_ent",
+}
 
 
 class LlamaCppBackend(Backend):
@@ -26,6 +57,21 @@ class LlamaCppBackend(Backend):
             return options.alias.split(",")[0]
         return options.model
 
+    def options_for_model(self, files: ModelFiles) -> BackendOptions:
+        options: dict[str, Any] = {
+            option: files.defaults[param]
+            for param, option in OLLAMA_PARAMS.items()
+            if param in files.defaults
+        }
+        options["model"] = files.model_path
+        if files.projector_path is not None:
+            options["mmproj"] = files.projector_path
+        if files.adapter_paths:
+            options["lora"] = list(files.adapter_paths)
+        # The GGUF's own Jinja chat template (Ollama's template layer is Go's text/template, never passed).
+        options["jinja"] = True
+        return self.options_from_json(options)
+
     def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
         assert isinstance(options, LlamaCppOptions)
         if not options.model:
@@ -42,5 +88,11 @@ class LlamaCppBackend(Backend):
             # 'auto' turns flash attention on where the device has it (every CPU).
             flash_attention=options.flash_attn != "off",
             ubatch=options.ubatch_size or 512,
+            parallel=options.parallel if options.parallel and options.parallel > 0 else AUTO_PARALLEL,
             extra_files=tuple([options.mmproj] if options.mmproj else []) + tuple(adapters),
         )
+
+    def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:
+        # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating.
+        report = parse_memory_report(startup_lines)
+        return None if report is None else report.total_bytes

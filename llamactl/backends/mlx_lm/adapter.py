@@ -7,6 +7,7 @@ from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
 from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.mlx_lm.options import MlxLmOptions
+from llamactl.backends.model_files import ModelFiles
 from llamactl.backends.options_base import BackendOptions
 
 # mlx_lm.server names the model it was started with "default_model"; any other
@@ -37,6 +38,11 @@ class MlxLmBackend(Backend):
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         return DEFAULT_MODEL
+
+    def options_for_model(self, files: ModelFiles) -> BackendOptions:
+        # mlx_lm.server loads one adapter; a second would need merging first.
+        adapter = {"adapter_path": files.adapter_paths[0]} if files.adapter_paths else {}
+        return self.options_from_json({"model": files.model_path, **adapter})
 
     def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
         assert isinstance(options, MlxLmOptions)

@@ -1,0 +1,1 @@
+"""The model catalogue: discovery, the GGUF header reader, memory estimates, downloads."""

@@ -1,0 +1,72 @@
+"""The memory a model will take as an instance's options load it, read from its files.
+
+The formulas are ``memory_estimate``'s; this module finds what they need on
+disk: the GGUF header, or a model dir's config.json and safetensors sizes,
+and the sizes of the files loaded beside the model. It reads files, so the
+manager runs it in a worker thread. A model it cannot read has no estimate
+(None), never an error: the backend will say at start what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import msgspec
+
+from llamactl.backends import MemoryInputs
+from llamactl.models.gguf_facts import gguf_facts
+from llamactl.models.gguf_header import GgufFormatError, read_gguf_header
+from llamactl.models.memory_estimate import MemoryEstimate, estimate_gguf, estimate_safetensors
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_CONTEXT = 4096
+"""Tokens, for a GGUF whose header gives no training context."""
+
+
+def estimate_model_memory(inputs: MemoryInputs) -> MemoryEstimate | None:
+    path = Path(inputs.model_path).expanduser()
+    extra = sum(_size_on_disk(Path(name).expanduser()) for name in inputs.extra_files)
+    try:
+        if path.is_file():
+            facts = gguf_facts(read_gguf_header(path))
+            return estimate_gguf(
+                facts,
+                context=inputs.context or facts.context_length or FALLBACK_CONTEXT,
+                cache_type_k=inputs.cache_type_k,
+                cache_type_v=inputs.cache_type_v,
+                flash_attention=inputs.flash_attention,
+                ubatch=inputs.ubatch,
+                parallel=inputs.parallel,
+                extra_files_bytes=extra,
+            )
+        if (path / "config.json").is_file():
+            config = json.loads((path / "config.json").read_text())
+            weights = sum(_size_on_disk(file) for file in path.glob("*.safetensors"))
+            estimate = estimate_safetensors(config, weights, context=inputs.context)
+            kv_cache = estimate.kv_cache_bytes if inputs.kv_cache_bytes is None else inputs.kv_cache_bytes
+            return msgspec.structs.replace(
+                estimate,
+                kv_cache_bytes=kv_cache,
+                extra_bytes=estimate.extra_bytes + extra,
+                total_bytes=estimate.weights_bytes
+                + kv_cache
+                + estimate.compute_bytes
+                + estimate.extra_bytes
+                + extra,
+            )
+    except (OSError, ValueError, GgufFormatError) as error:
+        logger.info("no memory estimate for %s: %s", path, error)
+    return None
+
+
+def _size_on_disk(path: Path) -> int:
+    """A file's size, or a dir's files' sizes summed (an MLX adapter dir); 0 when it is not there."""
+    try:
+        if path.is_dir():
+            return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
