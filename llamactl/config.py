@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the test extras yet
@@ -148,6 +148,8 @@ class DiscoveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     huggingface: bool = True
     ollama: bool = True
     lmstudio: bool = True
+    safetensors_backend: Literal["vllm", "mlx_lm"] | None = None
+    """What serves a safetensors model made into an instance; unset: mlx_lm on macOS, else vllm."""
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

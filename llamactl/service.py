@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import psutil
 import uvicorn
 
-from llamactl.backends import get_backend
+from llamactl.backends import BackendType, get_backend
 from llamactl.config import AppConfig, ConfigError, LoadedConfig, memory_budget_bytes, redacted
 from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings, MemoryPressure, ReconcileReport
 from llamactl.instance.scheduling import CapacityLimits
+from llamactl.models.catalogue import Catalogue, DiscoverySettings
+from llamactl.models.downloads import DownloadJobs
+from llamactl.models.locations import huggingface_cache, resolve_locations
 from llamactl.server.api_keys import ApiKeyStore
 from llamactl.server.app import LlamactlApp, is_loopback
 from llamactl.server.auth import Authenticator, ManagementKeys
 from llamactl.server.management import ManagementApi
 from llamactl.server.models import ModelListing
+from llamactl.server.models_api import ModelsApi
 from llamactl.server.proxy import Proxy
 from llamactl.server.upstream import Upstream
 from llamactl.store import Store, StoreError
@@ -126,6 +132,21 @@ class Service:
             response_headers,
             send_loading_state=config.instances.send_loading_state,
         )
+        discovery = config.discovery
+        self.downloads = DownloadJobs(cache_dir=huggingface_cache(os.environ, Path.home()))
+        self.catalogue = ModelsApi(
+            Catalogue(
+                DiscoverySettings(
+                    locations=resolve_locations(os.environ, Path.home()),
+                    paths=list(discovery.paths),
+                    huggingface=discovery.huggingface,
+                    ollama=discovery.ollama,
+                    lmstudio=discovery.lmstudio,
+                )
+            ),
+            self.downloads,
+            BackendType(discovery.safetensors_backend or ("mlx_lm" if sys.platform == "darwin" else "vllm")),
+        )
         management = ManagementApi(
             self.manager,
             self.keys,
@@ -135,12 +156,14 @@ class Service:
                 key: [section["command"], *section.get("args", [])]
                 for key, section in backend_sections.items()
             },
+            self.catalogue,
         )
         self.app = LlamactlApp(
             auth,
             proxy,
             ModelListing(self.manager, auth),
             management,
+            self.catalogue,
             bind_host=config.server.host,
             allowed_origins=config.server.allowed_origins,
             allowed_headers=config.server.allowed_headers,
@@ -184,6 +207,7 @@ class Service:
         return report
 
     async def close(self) -> None:
+        await self.downloads.close()
         await self.upstream.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
         self.store.close()

@@ -185,14 +185,17 @@ def start_serve(
 
 @contextmanager
 def serve_process(
-    tmp_path: Path, config_tail: str = STANDIN_BACKENDS, stop_timeout: float = 30
+    tmp_path: Path,
+    config_tail: str = STANDIN_BACKENDS,
+    stop_timeout: float = 30,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[Serve]:
     """`llamactl serve` on a free port; on exit, SIGTERM and a check that no stand-in is left.
 
     ``config_tail`` is the YAML after ``data_dir``, ``server`` and ``auth``: by
     default the stand-in as llama-cpp backend.
     """
-    with start_serve(tmp_path, config_tail) as serving:
+    with start_serve(tmp_path, config_tail, environment) as serving:
         running = Serve(serving, tmp_path / "pids")
         try:
             yield running

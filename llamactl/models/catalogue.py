@@ -30,7 +30,7 @@ import msgspec
 from llamactl.errors import LlamactlError, echo
 from llamactl.models.entry import FileType, ModelEntry, ModelFormat, SkippedFile
 from llamactl.models.gguf_facts import GgufFacts
-from llamactl.models.gguf_header import read_gguf_header
+from llamactl.models.gguf_header import GgufFormatError, read_gguf_header
 from llamactl.models.locations import StoreLocations
 from llamactl.models.sources.huggingface import scan_huggingface
 from llamactl.models.sources.lmstudio import scan_lmstudio
@@ -142,6 +142,13 @@ class Catalogue:
             logger.warning("cannot read %s: %s", config_path, error)
             config = None
         return ModelDetails(entry=entry, config=config)
+
+    def gguf_facts_of(self, path: Path) -> GgufFacts:
+        """The facts of one GGUF file, through the scan's cache; ``GgufFormatError`` if it is not one."""
+        facts = ScanContext(self._headers, self._read_header).gguf_facts(_found_file(path))
+        if facts is None:
+            raise GgufFormatError(f"{path} is not a GGUF file the catalogue can read")
+        return facts
 
     def _gguf_facts(self, entry: ModelEntry) -> GgufFacts | None:
         """The facts of the entry's GGUF files, through the scan's cache (a changed file is read again)."""

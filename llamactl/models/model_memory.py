@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 from llamactl.backends import MemoryInputs
-from llamactl.models.gguf_facts import gguf_facts
+from llamactl.models.gguf_facts import GgufFacts, gguf_facts
 from llamactl.models.gguf_header import GgufFormatError, read_gguf_header
 from llamactl.models.memory_estimate import MemoryEstimate, estimate_gguf, estimate_safetensors
 
@@ -26,12 +27,19 @@ FALLBACK_CONTEXT = 4096
 """Tokens, for a GGUF whose header gives no training context."""
 
 
-def estimate_model_memory(inputs: MemoryInputs) -> MemoryEstimate | None:
+def read_facts(path: Path) -> GgufFacts:
+    return gguf_facts(read_gguf_header(path))
+
+
+def estimate_model_memory(
+    inputs: MemoryInputs, facts_of: Callable[[Path], GgufFacts] = read_facts
+) -> MemoryEstimate | None:
+    """``facts_of`` reads a GGUF's facts: the catalogue passes its cached reader."""
     path = Path(inputs.model_path).expanduser()
     extra = sum(_size_on_disk(Path(name).expanduser()) for name in inputs.extra_files)
     try:
         if path.is_file():
-            facts = gguf_facts(read_gguf_header(path))
+            facts = facts_of(path)
             return estimate_gguf(
                 facts,
                 context=inputs.context or facts.context_length or FALLBACK_CONTEXT,

@@ -1,4 +1,4 @@
-"""JSON request bodies: the content type, the nesting limit, and errors that name the field.
+"""JSON bodies: the content type, the nesting limit, errors that name the field; JSON answers.
 
 msgspec has no depth option. It raises RecursionError, cleanly and at once,
 somewhere near Python's recursion limit; llamactl's own limit is lower and
@@ -11,15 +11,20 @@ skeleton with bytes methods, in C, before a small loop over what is left.
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
 
-from llamactl.errors import HttpError, echo, validation_field
+from llamactl.errors import HttpError, LlamactlError, echo, validation_field
+from llamactl.server.asgi import ClientGone, read_body
 
 MAX_JSON_DEPTH = 128
 """Levels of nested arrays and objects a body may have (serde_json's default limit)."""
 JSON_MEDIA_TYPE = b"application/json"
+MANAGEMENT_BODY_LIMIT = 1024 * 1024
+"""Bytes a management request's JSON body may have."""
 
 T = TypeVar("T")
 
@@ -53,6 +58,9 @@ def decode_json(body: bytes, body_type: type[T], strict: bool = True) -> T:
     except RecursionError:
         raise _too_deep() from None
     except msgspec.ValidationError as error:
+        cause = error.__cause__
+        if isinstance(cause, LlamactlError):  # raised by a struct's own check, which names its field
+            raise HttpError(400, cause.code, cause.message, field=cause.field) from None
         message, field = validation_field(error)
         raise HttpError(400, "invalid_request", message, field=field) from None
     except msgspec.DecodeError as error:
@@ -95,3 +103,17 @@ def _too_deep() -> HttpError:
     return HttpError(
         400, "invalid_json", f"the body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
     )
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
+
+
+async def read_json(request: Request, body_type: type[T]) -> T:
+    """The body as ``body_type``: sent as application/json, at most 1 MiB, nested at most 128 deep."""
+    require_json(request.headers.get("content-type", "").encode("latin-1") or None)
+    try:
+        body = await read_body(request.receive, MANAGEMENT_BODY_LIMIT)
+    except ClientGone:
+        raise HttpError(400, "client_gone", "the client disconnected before its body was read") from None
+    return decode_json(body, body_type, strict=False)

@@ -13,13 +13,16 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from llamactl import __version__
 from llamactl.backends import BACKENDS, Backend, get_backend, parse_command
 from llamactl.errors import HttpError, echo
+from llamactl.instance.from_catalogue import CATALOGUE_FIELD
+from llamactl.instance.gpu_memory import GpuMemory, gpu_memory
 from llamactl.instance.manager import InstanceManager, ReconcileReport
+from llamactl.instance.memory_probe import SystemMemory, system_memory
 from llamactl.instance.options import check_instance_name, instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
-from llamactl.server.asgi import ClientGone, read_body, whole_number
-from llamactl.server.json_body import decode_json, require_json
+from llamactl.server.asgi import whole_number
+from llamactl.server.json_body import json_response, read_json
+from llamactl.server.models_api import ModelsApi
 
-MANAGEMENT_BODY_LIMIT = 1024 * 1024
 BACKEND_COMMAND_TIMEOUT = 30.0
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 10_000
@@ -27,6 +30,14 @@ MAX_LOG_LINES = 10_000
 MAX_KEY_ID = 2**63 - 1
 """SQLite's largest INTEGER: a larger id names no key."""
 T = TypeVar("T")
+
+
+class SystemInfo(msgspec.Struct, frozen=True):
+    memory: SystemMemory
+    memory_budget_bytes: int | None
+    """``instances.memory_budget`` in bytes; None: no memory admission."""
+    gpus: list[GpuMemory]
+    """Reported only: admission counts RAM (unified memory included), not GPU memory."""
 
 
 class ParseCommandRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,20 +54,6 @@ class CreatedKey(ApiKeyInfo, frozen=True, kw_only=True):
     """Shown once, here; only its hash is stored."""
 
 
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
-
-
-async def read_json(request: Request, body_type: type[T]) -> T:
-    """The body as ``body_type``: sent as application/json, at most 1 MiB, nested at most 128 deep."""
-    require_json(request.headers.get("content-type", "").encode("latin-1") or None)
-    try:
-        body = await read_body(request.receive, MANAGEMENT_BODY_LIMIT)
-    except ClientGone:
-        raise HttpError(400, "client_gone", "the client disconnected before its body was read") from None
-    return decode_json(body, body_type, strict=False)
-
-
 class ManagementApi:
     def __init__(
         self,
@@ -65,8 +62,10 @@ class ManagementApi:
         config_view: Callable[[], dict[str, Any]],
         reload: Callable[[], Awaitable[ReconcileReport]],
         backend_commands: dict[str, list[str]],
+        catalogue: ModelsApi,
     ) -> None:
         self.manager = manager
+        self.catalogue = catalogue
         self.keys = keys
         self.config_view = config_view
         self.reload = reload
@@ -84,6 +83,15 @@ class ManagementApi:
     async def reload_config(self, request: Request) -> Response:
         return json_response(await self.reload())
 
+    async def system(self, request: Request) -> Response:
+        return json_response(
+            SystemInfo(
+                memory=system_memory(),
+                memory_budget_bytes=self.manager.settings.limits.memory_budget,
+                gpus=gpu_memory(),
+            )
+        )
+
     # ---------------------------------------------------------------- instances
 
     async def list_instances(self, request: Request) -> Response:
@@ -94,7 +102,11 @@ class ManagementApi:
 
     async def create_instance(self, request: Request) -> Response:
         name = check_instance_name(request.path_params["name"])  # before the body is read
-        options = instance_options_from_json(await read_json(request, dict[str, Any]))
+        body = await read_json(request, dict[str, Any])
+        if CATALOGUE_FIELD in body:
+            options = await self.catalogue.instance_options(body)
+        else:
+            options = instance_options_from_json(body)
         return json_response(self.manager.create(name, options), status=201)
 
     async def update_instance(self, request: Request) -> Response:

@@ -29,6 +29,7 @@ _KEY_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 _STATUS_TEXT = {
     200: "OK",
     201: "Created",
+    202: "Accepted: the job runs on",
     204: "No content",
     400: "Bad input (the message and field say which)",
     401: "No key, or a wrong one",

@@ -21,14 +21,28 @@ from llamactl.backends import ParsedCommand
 from llamactl.errors import HttpError
 from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
+from llamactl.models.downloads import DownloadJob, DownloadRequest
 from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
 from llamactl.server.asgi import Receive, Scope, Send, send_error
 from llamactl.server.auth import Principal
 from llamactl.server.errors import management_body
 from llamactl.server.events_stream import EventsStream
 from llamactl.server.gate import Family, Gate, Handler, Policy
-from llamactl.server.management import CreatedKey, KeyPermission, ManagementApi, ParseCommandRequest
+from llamactl.server.management import (
+    CreatedKey,
+    KeyPermission,
+    ManagementApi,
+    ParseCommandRequest,
+    SystemInfo,
+)
 from llamactl.server.models import ModelList, ModelListing
+from llamactl.server.models_api import (
+    CatalogueModel,
+    CatalogueModelDetails,
+    DownloadJobList,
+    DownloadStarted,
+    ModelsApi,
+)
 from llamactl.server.openapi import ApiDocs
 from llamactl.server.proxy import Proxy
 
@@ -89,7 +103,9 @@ def respond(endpoint: Callable[[Request], Awaitable[Response]]) -> Handler:
     return handler
 
 
-def route_table(management: ManagementApi, proxy: Proxy, models: ModelListing) -> list[Endpoint]:
+def route_table(
+    management: ManagementApi, proxy: Proxy, models: ModelListing, catalogue: ModelsApi
+) -> list[Endpoint]:
     instance = "/api/v1/instances/{name}"
     mgmt = Family.MANAGEMENT
     docs = ApiDocs(lambda: table)
@@ -204,7 +220,7 @@ def route_table(management: ManagementApi, proxy: Proxy, models: ModelListing) -
             family=mgmt,
             handler=respond(management.create_instance),
             operation="create_instance",
-            summary="Create an instance (stopped)",
+            summary="Create an instance (stopped); with {'model': catalogue id} one serving that model",
             request=InstanceOptions,
             response=InstanceInfo,
             status=201,
@@ -372,6 +388,92 @@ def route_table(management: ManagementApi, proxy: Proxy, models: ModelListing) -
             response=list[KeyPermission],
             errors=(404,),
             integer_params=("id",),
+        ),
+        Endpoint(
+            path="/api/v1/system",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.system),
+            operation="system",
+            summary="The machine's memory, the memory budget, and the GPUs nvidia-ml-py finds",
+            response=SystemInfo,
+        ),
+        Endpoint(
+            path="/api/v1/models",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(catalogue.list_models),
+            operation="list_catalogue",
+            summary="Every model on this machine: named dirs, the Hugging Face cache, Ollama, LM Studio",
+            response=list[CatalogueModel],
+            query=(QueryParam("filter", "string", "Only ids, repos or names containing this, in any case"),),
+        ),
+        Endpoint(
+            path="/api/v1/models",
+            methods=("DELETE",),
+            family=mgmt,
+            handler=respond(catalogue.delete_model),
+            operation="delete_model",
+            summary="Remove a downloaded model (or the snapshot of one tag) from the Hugging Face cache",
+            status=204,
+            media=(),
+            errors=(400, 404),
+            query=(
+                QueryParam("repo", "string", "org/model"),
+                QueryParam("tag", "string", "Only this tag's snapshot"),
+            ),
+        ),
+        Endpoint(
+            path="/api/v1/models/download",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(catalogue.download),
+            operation="download_model",
+            summary="Download a model from the Hugging Face hub into its cache, as a job",
+            request=DownloadRequest,
+            response=DownloadStarted,
+            status=202,
+            errors=(400, 413),
+        ),
+        Endpoint(
+            path="/api/v1/models/jobs",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(catalogue.list_jobs),
+            operation="list_download_jobs",
+            summary="Every download job, with its progress in bytes",
+            response=DownloadJobList,
+        ),
+        Endpoint(
+            path="/api/v1/models/jobs/{id}",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(catalogue.get_job),
+            operation="get_download_job",
+            summary="One download job",
+            response=DownloadJob,
+            errors=(404,),
+        ),
+        Endpoint(
+            path="/api/v1/models/jobs/{id}",
+            methods=("DELETE",),
+            family=mgmt,
+            handler=respond(catalogue.delete_job),
+            operation="delete_download_job",
+            summary="Cancel a download job, or forget a finished one",
+            status=204,
+            media=(),
+            errors=(404,),
+        ),
+        Endpoint(
+            path="/api/v1/models/{id:path}",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(catalogue.get_model),
+            operation="get_catalogue_model",
+            summary="One model of the catalogue, with all its metadata",
+            response=CatalogueModelDetails,
+            errors=(404,),
         ),
     ]
     return table

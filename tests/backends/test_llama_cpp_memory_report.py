@@ -84,6 +84,17 @@ B11434_NO_MMAP = """\
 0.00.154.393 I llama_kv_cache:        CPU KV buffer size =    64.00 MiB
 0.00.255.582 I sched_reserve:        CPU compute buffer size =    34.52 MiB
 """
+# b11434 on the same shape with Q4_0 matrices: the CPU backend repacks them into a buffer of its own
+# for its AVX2 kernels, and the mapped buffer still spans the whole file.
+B11434_REPACK = """\
+0.00.013.519 I common_memory_breakdown_print: |   - Host               |                   63 =     0 +      32 +      30                |
+0.00.013.543 I common_memory_breakdown_print: |   - CPU_REPACK         |                   48 =    48 +       0 +       0                |
+0.00.020.059 I load_tensors:   CPU_Mapped model buffer size =    48.86 MiB
+0.00.020.110 I load_tensors:   CPU_REPACK model buffer size =    48.38 MiB
+0.00.064.189 I llama_context:        CPU  output buffer size =     0.00 MiB
+0.00.064.331 I llama_kv_cache:        CPU KV buffer size =    32.00 MiB
+0.00.089.301 I sched_reserve:        CPU compute buffer size =    30.52 MiB
+"""
 
 # The format strings of b10434 and b11434 (strings libllama.so), as llama.cpp fills them in.
 MODEL = "%s: %12s model buffer size = %8.2f MiB"
@@ -129,9 +140,10 @@ def parsed(text: str | list[str]) -> ReportedMemory:
         (B11434_NO_PREFIX, 172.49, 32.00, 149.01, 0.00),
         (B11434_COLOURS, 172.49, 32.00, 74.51, 0.00),
         (B11434_NO_MMAP, 172.49, 64.00, 34.52, 0.00),
+        (B11434_REPACK, 48.86 + 48.38, 32.00, 30.52, 0.00),
         (B10434_VOCAB_32141, 297.62, 32.00, 28.51, 0.49),
     ],
-    ids=["b11434", "b11434-no-prefix", "b11434-colours", "b11434-no-mmap", "b10434"],
+    ids=["b11434", "b11434-no-prefix", "b11434-colours", "b11434-no-mmap", "b11434-repack", "b10434"],
 )
 def test_a_host_only_start_gives_each_buffer(
     log: str | list[str], model: float, kv: float, compute: float, output: float

@@ -90,8 +90,10 @@ def _cache_dir_files(repo_dir: Path, commit: str, source_dir: Path, shared_store
             _cache_file(repo_dir, commit, path.relative_to(source_dir).as_posix(), path, shared_store)
 
 
-def build_hf_cache(root: Path, work: Path) -> HfCache:
+def build_hf_cache(root: Path, work: Path, with_projector: bool = True) -> HfCache:
     """A hub cache with a GGUF repo (two quants and a projector) and a safetensors repo in the 2.x layout.
+
+    The projector is header-only: leave it out (``with_projector=False``) to start the model for real.
 
     The safetensors repo's blobs live in the shared ``<root>/blobs/`` store, and it has an
     older snapshot that ``refs/main`` no longer names. Around them: a dataset repo, ``.locks``,
@@ -101,7 +103,8 @@ def build_hf_cache(root: Path, work: Path) -> HfCache:
     gguf_source.mkdir(parents=True)
     write_tiny_gguf(gguf_source / "tiny-F32.gguf")
     write_llama_gguf(gguf_source / "tiny-F16.gguf", SMALL_F16)
-    write_mmproj_gguf(gguf_source / "mmproj-tiny-F16.gguf")
+    if with_projector:
+        write_mmproj_gguf(gguf_source / "mmproj-tiny-F16.gguf")
     (gguf_source / "README.md").write_text("# tiny GGUF\n")
     gguf_repo = root / ("models--" + GGUF_REPO.replace("/", "--"))
     _cache_dir_files(gguf_repo, GGUF_COMMIT, gguf_source, shared_store=None)

@@ -44,7 +44,13 @@ _BUFFER_LINE = re.compile(
 )
 # Which field each kind of buffer counts under.
 _FIELD_OF_KIND = {
-    "model": "model_bytes",  # the weights (load_tensors); one line per buffer, so per shard when mmap-ed
+    # The weights (load_tensors): one line per buffer, so one per shard file when mmap-ed. A quantized
+    # model on a CPU also has a CPU_REPACK buffer, a copy of its matrices in the layout of the CPU's
+    # kernels, while the mapped buffer still spans the whole file: both count, as both are resident
+    # after the load (measured: the mapped pages in RSS as file pages, the copy as anonymous ones),
+    # though the kernel may drop the mapped pages of the repacked matrices: clean page cache that
+    # is not read again.
+    "model": "model_bytes",
     "LoRA": "model_bytes",  # a --lora adapter's weights
     "KV": "kv_cache_bytes",  # one line per cache: two for sliding-window models
     "RS": "kv_cache_bytes",  # the recurrent state of Mamba/RWKV-style layers, their KV cache
