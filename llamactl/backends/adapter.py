@@ -78,6 +78,10 @@ class Backend(ABC):
         """The options with llamactl's choice of address, which the backend must listen on."""
         return msgspec.structs.replace(options, host=host, port=port)
 
+    def launch_options(self, options: BackendOptions) -> BackendOptions:
+        """The options as started: what llamactl needs from the backend added where the user set nothing."""
+        return options
+
     def build_arguments(self, options: BackendOptions) -> list[str]:
         """The server's arguments for these options, without the executable."""
         return build_arguments(self.spec, options)

@@ -60,7 +60,7 @@ def launch_command(
     the instance.
     """
     backend = get_backend(options.backend_type)
-    typed = backend.with_address(options.backend_options, host, port)
+    typed = backend.launch_options(backend.with_address(options.backend_options, host, port))
     variables = {**settings.environment, **options.environment}
     use_docker = options.docker_enabled if options.docker_enabled is not None else settings.docker_enabled
     if use_docker and settings.docker is not None:

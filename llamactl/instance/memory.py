@@ -41,7 +41,7 @@ class MemoryFigures(msgspec.Struct, frozen=True, omit_defaults=True):
     estimated_bytes: int | None = None
     """From the model's files and the options, before the start."""
     reported_bytes: int | None = None
-    """What the backend said it allocated while starting."""
+    """What the backend said it allocated while starting, and what its process holds besides."""
     measured_bytes: int | None = None
     """What its processes hold now (PSS, else RSS), or held when it last ran."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from math import prod
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
@@ -317,7 +318,8 @@ class _Cursor:
             tail = tails.get(u32(window, name_end)[0])
             if tail is None or name_end + 4 + tail.size > end:
                 break
-            *shape, type_tag, offset = tail.unpack_from(window, name_end + 4)
+            values = tail.unpack_from(window, name_end + 4)
+            shape, type_tag = values[:-2], values[-2]
             ggml_type = types.get(type_tag)
             if ggml_type is None:
                 break
@@ -329,11 +331,9 @@ class _Cursor:
             except UnicodeDecodeError:
                 break
             index = name_end + 4 + tail.size
-            n_elements = 1
-            for dimension in shape:
-                n_elements *= dimension
+            n_elements = prod(shape)
             size = n_elements // block_size * type_size
-            tensors.append(TensorInfo(name, ggml_type, tuple(shape), offset, n_elements, size))
+            tensors.append(TensorInfo(name, ggml_type, shape, values[-1], n_elements, size))
         self._index = index
 
     def skip_strings(self, count: int) -> None:

@@ -15,8 +15,16 @@ Accuracy, as measured against llama-server b10434 on a CPU:
   1 % high with flash attention and within 1.5 % without, for widths of 1024
   and up; tiny models (fixed costs dominate) are off by 10-16 %. GPU buffers,
   MoE and vision graphs were not measured and may differ more.
-- the runtime's own memory above the buffers was 3-8 MiB; the slack added
-  covers it with room.
+- the process's own memory above the buffers, once every page of them is
+  touched (a prompt that fills the context), was 18-22 MiB on b11434: the
+  slack is 24 MiB. Without flash attention the CPU backend also allocates a
+  work buffer for the KQ·V product outside every logged buffer, measured at
+  2·ubatch·n_head·n_ctx bytes plus about 10 MiB.
+
+Against the measured PSS of a running llama-server (``bench/memory_estimate.py``)
+the whole estimate came within 2 % on 100-500 MB f16 models, with and without
+flash attention. Quantized weights that llama.cpp repacks for the CPU are held
+twice right after load; that is not counted.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from llamactl.models.gguf_facts import GgufFacts, PerLayer
 from llamactl.models.gguf_header import GGML_QUANT_SIZES, GgmlType
 
 MIB = 1024 * 1024
-RUNTIME_SLACK_BYTES = 64 * MIB
+RUNTIME_SLACK_BYTES = 24 * MIB
+NO_FLASH_ATTENTION_WORK_BYTES = 10 * MIB
+"""Besides 2·ubatch·n_head·n_ctx: the fixed part of the KQ·V work buffer without flash attention."""
 
 # The types llama-server accepts for --cache-type-k / --cache-type-v, sized by ggml's block table.
 CACHE_TYPES: dict[str, GgmlType] = {
@@ -163,7 +173,11 @@ def estimate_gguf(
         parallel=parallel,
     )
     compute = gguf_compute_bytes(facts, context=context, flash_attention=flash_attention, ubatch=ubatch)
-    return _summed(facts.tensor_bytes, kv_cache, compute, extra_files_bytes + RUNTIME_SLACK_BYTES)
+    extra = extra_files_bytes + RUNTIME_SLACK_BYTES
+    if not flash_attention:
+        heads = _largest(facts.head_count)
+        extra += 2 * min(ubatch, context) * heads * context + NO_FLASH_ATTENTION_WORK_BYTES
+    return _summed(facts.tensor_bytes, kv_cache, compute, extra)
 
 
 def _config_count(config: Mapping[str, object], key: str) -> int | None:

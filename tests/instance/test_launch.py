@@ -185,3 +185,21 @@ def test_a_docker_client_gets_the_values_in_its_environment_and_none_in_its_comm
     log_text = (tmp_path / "chat.log").read_text()
     for secret in SECRETS:
         assert secret not in log_text
+
+
+def test_llama_server_starts_at_the_verbosity_that_reports_its_buffers_unless_the_user_chose_one() -> None:
+    llama = BackendSettings(command="llama-server")
+
+    def argv(backend_options: dict[str, object]) -> list[str]:
+        options = instance_options_from_json(
+            {"backend_type": "llama_cpp", "backend_options": backend_options}
+        )
+        return launch_command("m", options, llama, "127.0.0.1", 8000, {}).argv
+
+    def verbosity(backend_options: dict[str, object]) -> str | None:
+        words = argv(backend_options)
+        return words[words.index("--verbosity") + 1] if "--verbosity" in words else None
+
+    assert verbosity({"model": "/m.gguf"}) == "4"
+    assert verbosity({"model": "/m.gguf", "verbosity": 1}) == "1"
+    assert verbosity({"model": "/m.gguf", "log_disable": True}) is None

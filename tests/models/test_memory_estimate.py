@@ -181,3 +181,17 @@ def test_safetensors_sizes_under_text_config() -> None:
 
 def test_safetensors_without_sizes_gets_no_kv() -> None:
     assert estimate_safetensors({"num_hidden_layers": "16"}, 5, context=10).kv_cache_bytes == 0
+
+
+def test_the_extra_is_the_process_slack_and_without_flash_attention_the_kqv_work_buffer(
+    facts_by_shape: dict[str, GgufFacts],
+) -> None:
+    facts = facts_by_shape["mid"]
+    with_fa = estimate_gguf(facts, context=4096, flash_attention=True)
+    without = estimate_gguf(facts, context=4096, flash_attention=False)
+    assert with_fa.extra_bytes == 24 * MIB
+    # 2 · ubatch 512 · 16 heads · 4096 cells = 64 MiB, and 10 MiB besides (bench/memory_estimate.py)
+    assert without.extra_bytes == (24 + 64 + 10) * MIB
+    assert without.total_bytes == sum(
+        (without.weights_bytes, without.kv_cache_bytes, without.compute_bytes, without.extra_bytes)
+    )

@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from llamactl.backends.adapter import Backend
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
@@ -13,6 +15,9 @@ from llamactl.backends.memory_inputs import MemoryInputs
 from llamactl.backends.model_files import ModelFiles
 from llamactl.backends.options_base import BackendOptions
 
+MEMORY_REPORT_VERBOSITY = 4
+PROCESS_OVERHEAD_BYTES = 24 * 1024 * 1024
+"""What llama-server holds beyond its logged buffers once they are all touched (18-22 MiB on b11434)."""
 AUTO_PARALLEL = 4
 """The slots llama-server makes with -np -1 (its default, 'auto')."""
 
@@ -92,7 +97,15 @@ class LlamaCppBackend(Backend):
             extra_files=tuple([options.mmproj] if options.mmproj else []) + tuple(adapters),
         )
 
+    def launch_options(self, options: BackendOptions) -> BackendOptions:
+        assert isinstance(options, LlamaCppOptions)
+        if options.verbosity is not None or options.verbose or options.log_disable:
+            return options  # the user's choice; the memory report is then missing
+        # Level 4 is the lowest at which llama-server prints its buffer sizes (as Ollama starts it).
+        return msgspec.structs.replace(options, verbosity=MEMORY_REPORT_VERBOSITY)
+
     def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:
-        # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating.
+        # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating,
+        # and what the process holds besides them.
         report = parse_memory_report(startup_lines)
-        return None if report is None else report.total_bytes
+        return None if report is None else report.total_bytes + PROCESS_OVERHEAD_BYTES
