@@ -337,21 +337,32 @@ class _Cursor:
         self._index = index
 
     def skip_strings(self, count: int) -> None:
-        """Pass ``count`` strings reading only their lengths: the loop that makes big vocabularies cheap."""
+        """Pass ``count`` strings reading only their lengths: the loop that makes big vocabularies cheap.
+
+        The inner loop does nothing but add lengths: a length that does not lie
+        whole in the window makes ``unpack_from`` raise, and a string that runs
+        past it leaves the position beyond the window; both are handled once
+        per window, outside the loop.
+        """
         unpack = _U64.unpack_from
-        window, index, end = self._window, self._index, len(self._window)
-        for _ in range(count):
-            if index + 8 > end:
+        while count:
+            window, index = self._window, self._index
+            passed = 0
+            try:
+                for passed in range(count):  # noqa: B007 - the count passed is read after a break-out
+                    index += 8 + unpack(window, index)[0]
+                passed = count
+            except (struct.error, OverflowError):  # the next length is not whole in the window
+                pass
+            count -= passed
+            end = len(window)
+            if index > end:  # the last string passed runs on past the window
+                self._index = end
+                self.skip(index - end)
+            else:
                 self._index = index
-                self._refill(8)
-                window, index, end = self._window, self._index, len(self._window)
-            length: int = unpack(window, index)[0]
-            index += 8 + length
-            if index > end:
-                self._index = index - length
-                self.skip(length)
-                window, index, end = self._window, self._index, len(self._window)
-        self._index = index
+                if count:
+                    self._refill(8)
 
 
 def _value_type(cursor: _Cursor) -> GgufValueType:
