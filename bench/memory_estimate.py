@@ -14,7 +14,9 @@ it is the KQ matrix of all cells in use. The second figure is what a busy
 instance holds, so the ratios are against it. Targets (issue 9): estimate
 within 15 % of the measured RSS, the post-start figure within 5 %. Two
 post-start figures are shown: the logged buffers alone, and what llamactl
-shows as ``reported_bytes``: the buffers and the process's own overhead.
+shows as ``reported_bytes``: the buffers and the estimate's allowance for
+what no buffer line covers (the process itself, a work buffer without flash
+attention).
 About two minutes, most of it the full-context prompts.
 """
 
@@ -29,7 +31,6 @@ from pathlib import Path
 import httpx
 
 from llamactl.backends import get_backend
-from llamactl.backends.llama_cpp.adapter import PROCESS_OVERHEAD_BYTES
 from llamactl.backends.llama_cpp.memory_report import ReportedMemory
 from llamactl.instance.memory_probe import MeasuredMemory, measure_process_tree
 from llamactl.models.memory_estimate import MemoryEstimate
@@ -114,7 +115,7 @@ def print_results(results: list[Result]) -> None:
     for result in results:
         estimate, full = result.estimate, result.after_full.rss_bytes
         reported = result.reported.total_bytes
-        post_start = reported + PROCESS_OVERHEAD_BYTES  # what llamactl shows as reported_bytes
+        post_start = reported + estimate.extra_bytes  # what llamactl shows as reported_bytes
         print(
             f"{result.case.name:<20} {mib(estimate.total_bytes)} {mib(reported)} {mib(post_start)}"
             f"  {mib(result.after_small.rss_bytes)} {mib(full)} {mib(result.after_full.pss_bytes)}"

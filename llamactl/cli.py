@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from llamactl import __version__
-from llamactl.client import add_instance_commands, run_instance_command
+from llamactl.client import fail
+from llamactl.instances_cli import add_instance_commands, run_instance_command
+from llamactl.models_cli import add_model_commands, run_model_command
+from llamactl.stats_cli import add_stats_command, run_stats_command
 
 BACKEND_NAMES = ("llama-cpp", "mlx", "vllm")
-EXIT_BAD_INPUT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command_name is None:
         parser.print_help()
         return 0
-    handler = {"parse": _parse, "command": _command, "serve": _serve, "instances": run_instance_command}[
-        args.command_name
-    ]
-    return handler(args)
+    handlers = {
+        "parse": _parse,
+        "command": _command,
+        "serve": _serve,
+        "instances": run_instance_command,
+        "models": run_model_command,
+        "stats": run_stats_command,
+    }
+    return handlers[args.command_name](args)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -44,6 +51,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, metavar="FILE", help="the config file (default: searched)")
 
     add_instance_commands(commands)
+    add_model_commands(commands)
+    add_stats_command(commands)
 
     parse = commands.add_parser(
         "parse",
@@ -86,7 +95,7 @@ def _parse(args: argparse.Namespace) -> int:
     try:
         parsed = parse_command(args.backend, text)
     except BackendInputError as error:
-        return _fail(error.message)
+        return fail(error.message)
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(parsed), indent=2).decode() + "\n")
     return 0
 
@@ -99,13 +108,13 @@ def _command(args: argparse.Namespace) -> int:
     try:
         raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as error:
-        return _fail(f"cannot read {args.file}: {error.strerror}")
+        return fail(f"cannot read {args.file}: {error.strerror}")
     try:
         document = msgspec.json.decode(raw)
     except msgspec.DecodeError as error:
-        return _fail(f"{args.file} is not valid JSON: {error}")
+        return fail(f"{args.file} is not valid JSON: {error}")
     if not isinstance(document, dict):
-        return _fail(f"{args.file} must hold a JSON object")
+        return fail(f"{args.file} must hold a JSON object")
     backend = get_backend(args.backend)
     options_json = document.get("backend_options", document)
     environment = document.get("environment", {}) if "backend_options" in document else {}
@@ -113,7 +122,7 @@ def _command(args: argparse.Namespace) -> int:
         options = backend.options_from_json(options_json)
         words = backend.command_line(options)
     except BackendInputError as error:
-        return _fail(error.message)
+        return fail(error.message)
     assignments = [f"{name}={shlex.quote(str(value))}" for name, value in environment.items()]
     sys.stdout.write(" ".join([*assignments, shlex.join(words)]) + "\n")
     return 0
@@ -132,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         loaded = read_config()
     except ConfigError as error:
-        return _fail(error.message)
+        return fail(error.message)
     for warning in loaded.warnings:
         sys.stderr.write(f"llamactl: warning: {warning}\n")
     try:
@@ -140,11 +149,6 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         return asyncio.run(serve(loaded, read_config))
     return uvloop.run(serve(loaded, read_config))
-
-
-def _fail(message: str) -> int:
-    sys.stderr.write(f"llamactl: error: {message}\n")
-    return EXIT_BAD_INPUT
 
 
 def run() -> None:

@@ -115,7 +115,10 @@ class Backend(ABC):
         return None
 
     def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:
-        """The memory the backend says it allocated, from the lines it printed while starting."""
+        """The memory the backend says it allocated, from the lines it printed while starting.
+
+        Only what it reports: the estimate's allowance for what no report covers is added by the caller.
+        """
         return None
 
     @abstractmethod

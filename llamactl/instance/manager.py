@@ -69,6 +69,7 @@ from llamactl.instance.scheduling import (
 )
 from llamactl.instance.status import InstanceStatus
 from llamactl.instance.supervisor import ProcessSettings, Supervisor, SupervisorHooks
+from llamactl.models.model_memory import ModelProfile
 from llamactl.private_files import make_private_dirs
 from llamactl.store import InstanceRecord, Store
 
@@ -139,6 +140,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     """Requests waiting for this instance."""
     in_flight: int = 0
     memory: MemoryFigures = MemoryFigures()
+    model: ModelProfile | None = None
+    """What its model's files say: context, architecture, quantization, size, the estimate's parts."""
 
 
 class Leased(msgspec.Struct, frozen=True):
@@ -247,6 +250,8 @@ class InstanceManager:
         )
         self._idle_task: asyncio.Task[None] | None = None
         self._pressure_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
+        """Model files being read (``_read_model_soon``)."""
         self._schedule_pending = False
         self._wake: asyncio.TimerHandle | None = None
         self._closing = False
@@ -276,7 +281,7 @@ class InstanceManager:
     async def close(self, timeout: float | None = None) -> None:
         """Stop every backend (bounded), keeping which ones ran for the next boot."""
         self._closing = True
-        for task in (self._idle_task, self._pressure_task):
+        for task in (self._idle_task, self._pressure_task, *self._background):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -337,6 +342,7 @@ class InstanceManager:
         instance.options = options
         instance.served_model = served_model(options)
         instance.memory = memory_of(options)
+        self._read_model_soon(instance)
         self._store.save_instance(instance.record())
         if changed and instance.phase in (Phase.STARTING, Phase.RUNNING, Phase.DRAINING):
             return await self.restart(name)
@@ -850,7 +856,14 @@ class InstanceManager:
             self._clock,
         )
         self._instances[record.name] = instance
+        self._read_model_soon(instance)
         return instance
+
+    def _read_model_soon(self, instance: _Instance) -> None:
+        """Read the model's files in the background, so its facts show before its first start."""
+        task = asyncio.ensure_future(instance.memory.estimate())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _hooks(self, instance: _Instance) -> SupervisorHooks:
         def persist(was_running: bool) -> None:
@@ -935,6 +948,7 @@ class InstanceManager:
             queued=len(instance.queue),
             in_flight=instance.in_flight,
             memory=instance.memory.figures(self._pid(instance)),
+            model=instance.memory.profile,
         )
 
     async def _pressure_loop(self, pressure: MemoryPressure) -> None:

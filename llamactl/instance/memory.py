@@ -26,8 +26,7 @@ import msgspec
 
 from llamactl.backends import Backend, BackendOptions
 from llamactl.instance.memory_probe import measure_process_tree
-from llamactl.models.memory_estimate import MemoryEstimate
-from llamactl.models.model_memory import estimate_model_memory
+from llamactl.models.model_memory import ModelProfile, profile_model
 
 MEASURE_INTERVAL = 2.0
 """Seconds a measurement is reused: the scheduler asks on every pass, and psutil reads /proc."""
@@ -41,7 +40,7 @@ class MemoryFigures(msgspec.Struct, frozen=True, omit_defaults=True):
     estimated_bytes: int | None = None
     """From the model's files and the options, before the start."""
     reported_bytes: int | None = None
-    """What the backend said it allocated while starting, and what its process holds besides."""
+    """What the backend said it allocated while starting, with the estimate's allowance for the rest."""
     measured_bytes: int | None = None
     """What its processes hold now (PSS, else RSS), or held when it last ran."""
 
@@ -52,7 +51,8 @@ class InstanceMemory:
     def __init__(self, backend: Backend, options: BackendOptions) -> None:
         self._backend = backend
         self._inputs = backend.memory_inputs(options)
-        self._estimate: MemoryEstimate | None = None
+        self.profile: ModelProfile | None = None
+        """What the model is (context, architecture, size) and its estimate; None until read."""
         self._estimated_for: tuple[int, int] | None = None
         self._reported: int | None = None
         self._measured: int | None = None
@@ -66,7 +66,7 @@ class InstanceMemory:
         signature = await asyncio.to_thread(_file_signature, Path(self._inputs.model_path).expanduser())
         if signature is not None and signature == self._estimated_for:
             return
-        self._estimate = await asyncio.to_thread(estimate_model_memory, self._inputs)
+        self.profile = await asyncio.to_thread(profile_model, self._inputs)
         if self._estimated_for is not None:
             self._measured = self._reported = None  # of the files before
         self._estimated_for = signature
@@ -75,7 +75,12 @@ class InstanceMemory:
         """The instance became ready: read what the backend reported in the lines of this start."""
         starts = [index for index, line in enumerate(log_lines) if line.startswith(START_MARKER)]
         startup = log_lines[starts[-1] :] if starts else log_lines
-        self._reported = self._backend.reported_memory_bytes(startup)
+        reported = self._backend.reported_memory_bytes(startup)
+        # The report covers the backend's buffers; the process itself, and work buffers it does not
+        # log, are what the estimate's extra allows for (bench/memory_estimate.py: within 2 %).
+        estimate = self.profile.estimate if self.profile is not None else None
+        unreported = estimate.extra_bytes if estimate is not None else 0
+        self._reported = None if reported is None else reported + unreported
 
     def held_bytes(self, pid: int | None, running: bool) -> int:
         """What the instance holds (``pid`` is its process tree's root while it has one), else would hold."""
@@ -93,7 +98,8 @@ class InstanceMemory:
 
     @property
     def _estimated_bytes(self) -> int | None:
-        return self._estimate.total_bytes if self._estimate is not None else None
+        estimate = self.profile.estimate if self.profile is not None else None
+        return estimate.total_bytes if estimate is not None else None
 
     def _measure(self, pid: int) -> int | None:
         now = time.monotonic()

@@ -18,12 +18,45 @@ from llamactl.server.asgi import Receive, Scope, Send
 from llamactl.server.auth import Authenticator, Principal
 
 
-class ModelEntry(msgspec.Struct):
+class ModelMeta(msgspec.Struct, omit_defaults=True):
+    """What llama-swap's and llama.cpp's router lists carry, from the model's files."""
+
+    n_ctx: int | None = None
+    architecture: str | None = None
+    quantization: str | None = None
+    parameters: int | None = None
+    size: int | None = None
+    """Bytes of the model's files."""
+
+
+class ModelEntry(msgspec.Struct, omit_defaults=True):
     id: str
     created: int
     status: str
     object: str = "model"
     owned_by: str = "llamactl"
+    context_length: int | None = None
+    meta: ModelMeta | None = None
+
+
+def model_entry(info: InstanceInfo) -> ModelEntry:
+    profile = info.model
+    if profile is None:
+        return ModelEntry(id=info.name, created=info.created, status=info.status.value)
+    meta = ModelMeta(
+        n_ctx=profile.context_length,
+        architecture=profile.architecture,
+        quantization=profile.quantization,
+        parameters=profile.parameters,
+        size=profile.size_bytes or None,
+    )
+    return ModelEntry(
+        id=info.name,
+        created=info.created,
+        status=info.status.value,
+        context_length=profile.context_length,
+        meta=meta,
+    )
 
 
 class ModelList(msgspec.Struct):
@@ -68,7 +101,7 @@ class ModelListing:
     async def list_models(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """Every instance the key may use, stopped ones included, with its status."""
         entries = [
-            ModelEntry(id=info.name, created=info.created, status=info.status.value)
+            model_entry(info)
             for info in self._manager.list_instances()
             if self._auth.can_use(principal, info.name)
         ]

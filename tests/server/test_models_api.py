@@ -84,6 +84,9 @@ def test_download_list_make_an_instance_chat_and_delete(
     assert created.json()["options"]["backend_options"]["model"] == job["model_path"]
     chat = serve.client.post("/v1/chat/completions", json={"model": "tiny", "messages": []})
     assert chat.status_code == 200
+    [listed] = serve.client.get("/v1/models").json()["data"]
+    assert (listed["id"], listed["status"], listed["context_length"]) == ("tiny", "running", 512)
+    assert listed["meta"]["architecture"] == "llama" and listed["meta"]["size"] == len(weights)
 
     assert serve.client.delete("/api/v1/models", params={"repo": REPO}).status_code == 204
     assert serve.client.get("/api/v1/models").json() == []

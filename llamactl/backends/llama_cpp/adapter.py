@@ -16,8 +16,6 @@ from llamactl.backends.model_files import ModelFiles
 from llamactl.backends.options_base import BackendOptions
 
 MEMORY_REPORT_VERBOSITY = 4
-PROCESS_OVERHEAD_BYTES = 24 * 1024 * 1024
-"""What llama-server holds beyond its logged buffers once they are all touched (18-22 MiB on b11434)."""
 AUTO_PARALLEL = 4
 """The slots llama-server makes with -np -1 (its default, 'auto')."""
 
@@ -105,7 +103,6 @@ class LlamaCppBackend(Backend):
         return msgspec.structs.replace(options, verbosity=MEMORY_REPORT_VERBOSITY)
 
     def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:
-        # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating,
-        # and what the process holds besides them.
+        # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating.
         report = parse_memory_report(startup_lines)
-        return None if report is None else report.total_bytes + PROCESS_OVERHEAD_BYTES
+        return None if report is None else report.total_bytes

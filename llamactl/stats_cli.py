@@ -1,0 +1,118 @@
+"""``llamactl stats``: the instances a running llamactl runs and their memory, then the machine's."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from llamactl.client import (
+    CONNECTION_HELP,
+    add_connection_options,
+    bytes_cell,
+    call,
+    format_table,
+    number_cell,
+    run_with_client,
+)
+from llamactl.sizes import format_bytes
+
+if TYPE_CHECKING:
+    import httpx
+
+    from llamactl.backends import MemoryInputs
+
+COLUMNS = (
+    "NAME",
+    "BACKEND",
+    "STATUS",
+    "CONTEXT",
+    "SLOTS",
+    "QUEUED",
+    "IN FLIGHT",
+    "EST. MEMORY",
+    "REPORTED",
+    "MEASURED",
+)
+AT_REST = ("stopped", "failed")
+"""Statuses of instances that hold no memory, left out."""
+
+
+def add_stats_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "stats",
+        help="the instances running and their memory, then the machine's memory",
+        description=CONNECTION_HELP,
+    )
+    add_connection_options(parser)
+
+
+def run_stats_command(args: argparse.Namespace) -> int:
+    return run_with_client(args, _print_stats)
+
+
+def _print_stats(client: httpx.Client, args: argparse.Namespace) -> int:
+    live = [info for info in call(client, "GET", "/api/v1/instances").json() if info["status"] not in AT_REST]
+    inputs = {info["name"]: _memory_inputs(info) for info in live}
+    # A context of None is the model's own: the catalogue knows it (asked only when needed, as it rescans).
+    model_contexts: dict[str, int | None] = {}
+    if any(item is not None and item.context is None for item in inputs.values()):
+        models = call(client, "GET", "/api/v1/models").json()
+        model_contexts = {model["model_path"]: model.get("context_length") for model in models}
+    if live:
+        rows = [_row(info, inputs[info["name"]], model_contexts) for info in live]
+        print(format_table(COLUMNS, rows))
+    else:
+        print("no instance is running")
+    print(_system_line(call(client, "GET", "/api/v1/system").json()))
+    return 0
+
+
+def _memory_inputs(info: dict[str, Any]) -> MemoryInputs | None:
+    """What the instance's backend says its options mean for context and slots; None if it cannot say."""
+    from llamactl.backends import BackendInputError, get_backend
+
+    options = info["options"]
+    try:
+        backend = get_backend(options["backend_type"])
+        return backend.memory_inputs(backend.options_from_json(options.get("backend_options", {})))
+    except BackendInputError:
+        return None
+
+
+def _row(
+    info: dict[str, Any], inputs: MemoryInputs | None, model_contexts: dict[str, int | None]
+) -> list[str]:
+    if inputs is None:
+        context = slots = None
+    else:
+        context = inputs.context if inputs.context is not None else model_contexts.get(inputs.model_path)
+        slots = inputs.parallel
+    memory = info.get("memory", {})
+    return [
+        info["name"],
+        info["options"]["backend_type"],
+        info["status"],
+        number_cell(context),
+        number_cell(slots),
+        str(info.get("queued", 0)),
+        str(info.get("in_flight", 0)),
+        bytes_cell(memory.get("estimated_bytes")),
+        bytes_cell(memory.get("reported_bytes")),
+        bytes_cell(memory.get("measured_bytes")),
+    ]
+
+
+def _system_line(system: dict[str, Any]) -> str:
+    memory = system["memory"]
+    line = (
+        f"system memory: {format_bytes(memory['total_bytes'])} total, "
+        f"{format_bytes(memory['available_bytes'])} available ({memory['used_percent']:.0f}% used)"
+    )
+    budget = system.get("memory_budget_bytes")
+    line += f"; budget {format_bytes(budget)}" if budget is not None else "; no memory budget"
+    gpus = [
+        f"\ngpu {gpu['index']} {gpu['name']}: {format_bytes(gpu['used_bytes'])} used "
+        f"of {format_bytes(gpu['total_bytes'])}"
+        for gpu in system.get("gpus", [])
+    ]
+    return line + "".join(gpus)
