@@ -1,7 +1,7 @@
 """The thin client of a running llamactl's API that ``llamactl instances``, ``models`` and ``stats`` share.
 
-Each command adds ``--url`` and ``--key`` with ``add_connection_options`` and
-runs through ``run_with_client``, which turns an unreachable server and a
+Each command is added with ``add_client_command`` (which gives it ``--url``
+and ``--key``) and runs through ``run_with_client``, which turns an unreachable server and a
 ``ClientError`` into one line on stderr and exit status 2.
 """
 
@@ -38,9 +38,12 @@ class ClientError(Exception):
     """Something the user must fix: the server said no, or cannot be reached."""
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
+def add_client_command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """The parser of a command that talks to a running llamactl, with its ``--url`` and ``--key``."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=CONNECTION_HELP)
     parser.add_argument("--url", default=os.environ.get(URL_VARIABLE, DEFAULT_URL))
     parser.add_argument("--key", default=os.environ.get(KEY_VARIABLE))
+    return parser
 
 
 def run_with_client(args: argparse.Namespace, command: ClientCommand) -> int:

@@ -38,6 +38,16 @@ class LlamactlError(Exception):
         self.field = field
 
 
+class FieldError(LlamactlError):
+    """Input that breaks a rule in one field: a 400 whose message starts with the field's name."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(f"{field}: {message}", field)
+
+
 class HttpError(LlamactlError):
     """An error whose status is decided where it is raised (a bad body, a route, an upstream failure)."""
 

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llamactl.client import (
-    CONNECTION_HELP,
     ClientError,
-    add_connection_options,
+    add_client_command,
     call,
     format_json,
     format_table,
@@ -59,12 +58,9 @@ def _split_at_separator(words: list[str]) -> tuple[list[str], list[str]]:
 
 
 def add_instance_commands(commands: Any) -> None:
-    parser = commands.add_parser(
-        "instances",
-        help="list, create, start, stop, inspect and delete instances of a running llamactl",
-        description=CONNECTION_HELP,
+    parser = add_client_command(
+        commands, "instances", "list, create, start, stop, inspect and delete instances of a running llamactl"
     )
-    add_connection_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_VerbParser)
     verbs.add_parser("list", help="every instance, as a table")
     create = verbs.add_parser(

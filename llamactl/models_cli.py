@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from llamactl.client import (
-    CONNECTION_HELP,
     ClientError,
-    add_connection_options,
+    add_client_command,
     bytes_cell,
     call,
     fail,
@@ -34,12 +33,9 @@ EXIT_INTERRUPTED = 130
 
 
 def add_model_commands(commands: Any) -> None:
-    parser = commands.add_parser(
-        "models",
-        help="list, inspect, download and remove the models of a running llamactl's machine",
-        description=CONNECTION_HELP,
+    parser = add_client_command(
+        commands, "models", "list, inspect, download and remove the models of a running llamactl's machine"
     )
-    add_connection_options(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     listing = verbs.add_parser("list", help="every model found, as a table")
     listing.add_argument("filter", nargs="?", help="only ids, names and repos holding this (any case)")

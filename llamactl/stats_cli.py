@@ -6,8 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from llamactl.client import (
-    CONNECTION_HELP,
-    add_connection_options,
+    add_client_command,
     bytes_cell,
     call,
     format_table,
@@ -38,12 +37,7 @@ AT_REST = ("stopped", "failed")
 
 
 def add_stats_command(commands: Any) -> None:
-    parser = commands.add_parser(
-        "stats",
-        help="the instances running and their memory, then the machine's memory",
-        description=CONNECTION_HELP,
-    )
-    add_connection_options(parser)
+    add_client_command(commands, "stats", "the instances running and their memory, then the machine's memory")
 
 
 def run_stats_command(args: argparse.Namespace) -> int:

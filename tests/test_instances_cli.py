@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.models.stores import GGUF_REPO, build_served_stores
 from tests.serve_process import MANAGEMENT_KEY, serve_process
 
 
@@ -119,3 +120,48 @@ def test_a_pasted_executable_path_is_the_binary_started(tmp_path: Path) -> None:
         assert "running" in llamactl(serve.base_url, "start", "mine").stdout
         assert ran.read_text() == f"{own_build}\n"
         assert "stopped" in llamactl(serve.base_url, "stop", "mine").stdout
+
+
+def test_create_from_the_catalogue(tmp_path: Path) -> None:
+    stores = build_served_stores(tmp_path / "stores")
+    gguf_path = str(stores.hf.gguf_snapshot / "tiny-F32.gguf")
+    with serve_process(tmp_path, environment=stores.environment) as serve:
+        created = llamactl(serve.base_url, "create", "tiny", "--model", f"hf:{GGUF_REPO}:tiny-F32")
+        assert created.returncode == 0, created.stderr
+        row = created.stdout.splitlines()[1].split()
+        assert row == ["tiny", "llama_cpp", "stopped", "-", gguf_path, "api"]
+        backend_options = serve.client.get("/api/v1/instances/tiny").json()["options"]["backend_options"]
+        assert backend_options["model"] == gguf_path
+        # --backend is the API's backend_type: a safetensors dir for vLLM, by name, and not for llama.cpp
+        chosen = ["create", "st", "--backend", "vllm", "--model", "hf:test-org/tiny-llama"]
+        assert llamactl(serve.base_url, *chosen).returncode == 0
+        options = serve.client.get("/api/v1/instances/st").json()["options"]
+        assert options["backend_type"] == "vllm"
+        assert options["backend_options"]["model"] == str(stores.hf.safetensors_snapshot)
+        refused = llamactl(
+            serve.base_url, "create", "x", "--backend", "llama-cpp", "--model", "hf:test-org/tiny-llama"
+        )
+        assert refused.returncode == 2 and "which llama.cpp cannot serve" in refused.stderr
+        missing = llamactl(serve.base_url, "create", "x", "--model", "hf:nobody/nothing")
+        assert missing.returncode == 2 and "404" in missing.stderr and "hf:nobody/nothing" in missing.stderr
+
+
+def test_model_and_a_pasted_command_are_one_or_the_other() -> None:
+    # refused before any request: nothing listens on port 1
+    both = llamactl("http://127.0.0.1:1", "create", "x", "--model", "ollama:a:b", "--", "llama-server")
+    assert both.returncode == 2 and "give --model ID or a server command after --, not both" in both.stderr
+    neither = llamactl("http://127.0.0.1:1", "create", "x")
+    assert neither.returncode == 2 and "give --model ID" in neither.stderr
+    unmarked = llamactl("http://127.0.0.1:1", "create", "x", "llama-server", "-m", "a.gguf")
+    assert unmarked.returncode == 2 and "put the server command after --" in unmarked.stderr
+    unknown = llamactl("http://127.0.0.1:1", "create", "x", "--backend", "ollama", "--model", "ollama:a:b")
+    assert unknown.returncode == 2 and "unknown backend 'ollama'" in unknown.stderr
+
+
+def test_a_pasted_command_keeps_its_own_double_dash_and_model_flag(tmp_path: Path) -> None:
+    with serve_process(tmp_path) as serve:
+        # options with no executable, as the API's parse-command takes them: --model is theirs here
+        pasted = ["create", "--backend", "llama-cpp", "bare", "--", "--model", "/m/q.gguf", "--alias", "--"]
+        assert llamactl(serve.base_url, *pasted).returncode == 0
+        backend_options = serve.client.get("/api/v1/instances/bare").json()["options"]["backend_options"]
+        assert (backend_options["model"], backend_options["alias"]) == ("/m/q.gguf", "--")

@@ -64,7 +64,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils.tqdm import tqdm as HubProgressBar
 
-from llamactl.errors import LlamactlError, echo
+from llamactl.errors import FieldError, LlamactlError, echo
 
 logger = logging.getLogger("llamactl.models.downloads")
 
@@ -87,14 +87,11 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 
 
-class DownloadRequestError(LlamactlError, ValueError):
-    """A download request or delete that breaks a rule; ``field`` names the offending field."""
+class DownloadRequestError(FieldError, ValueError):
+    """A download request or delete that breaks a rule; ``field`` names the offending field.
 
-    status = 400
-    code = "invalid_request"
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(f"{field}: {message}", field)
+    A ValueError too: raised in a struct's ``__post_init__``, msgspec makes it a ValidationError.
+    """
 
 
 class JobNotFound(LlamactlError):

@@ -398,13 +398,7 @@ def _read_array(cursor: _Cursor, depth: int) -> MetadataValue:
         return tuple(cursor.string_bytes().decode("utf-8", errors="replace") for _ in range(length))
     if length <= KEPT_ARRAY_ITEMS:
         return tuple(_read_array(cursor, depth + 1) for _ in range(length))
-    if code is not None:
-        cursor.skip(length * _SCALAR_SIZES[item_type])
-    elif item_type is GgufValueType.STRING:
-        cursor.skip_strings(length)
-    else:
-        for _ in range(length):
-            _skip_array(cursor, depth + 1)
+    _skip_items(cursor, item_type, length, depth)
     return ArraySummary(item_type, length)
 
 
@@ -412,7 +406,11 @@ def _skip_array(cursor: _Cursor, depth: int) -> None:
     if depth >= MAX_ARRAY_NESTING:
         raise cursor.error(f"arrays nested more than {MAX_ARRAY_NESTING} deep in {cursor.reading}")
     item_type = _value_type(cursor)
-    length = cursor.count("array length", _MIN_ITEM_BYTES[item_type])
+    _skip_items(cursor, item_type, cursor.count("array length", _MIN_ITEM_BYTES[item_type]), depth)
+
+
+def _skip_items(cursor: _Cursor, item_type: GgufValueType, length: int, depth: int) -> None:
+    """Pass an array's ``length`` items of ``item_type`` without keeping them."""
     if item_type in _SCALAR_SIZES:
         cursor.skip(length * _SCALAR_SIZES[item_type])
     elif item_type is GgufValueType.STRING:

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 import msgspec
 
-from llamactl.errors import LlamactlError, echo
+from llamactl.errors import FieldError, LlamactlError, echo
 from llamactl.store import KeyRecord, Store
 
 KEY_PREFIX = "llamactl-"
@@ -66,14 +66,8 @@ class ApiKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
     last_used_at: int | None
 
 
-class KeyRequestError(LlamactlError):
+class KeyRequestError(FieldError):
     """A create request breaks a rule; ``field`` names the offending field."""
-
-    status = 400
-    code = "invalid_request"
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(f"{field}: {message}", field)
 
 
 class KeyNotFound(LlamactlError):

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from gguf import GGUFWriter, TokenType
 
 from llamactl.backends.llama_cpp.memory_report import (
     HOST,
@@ -32,7 +30,7 @@ from llamactl.backends.llama_cpp.memory_report import (
     ReportedMemory,
     parse_memory_report,
 )
-from tests.e2e.tiny_models import BOS, CHATML_TEMPLATE, EOS, MERGES, SPECIAL_TOKENS, _vocabulary
+from tests.e2e.tiny_models import write_llama_gguf_weights
 from tests.models.gguf_files import LlamaShape
 from tests.serve_process import free_port
 
@@ -250,70 +248,24 @@ def test_a_second_model_adds_its_buffers_and_a_projector_its_compute() -> None:
 
 
 def write_random_llama_gguf(path: Path, shape: LlamaShape) -> int:
-    """A llama GGUF of ``shape`` with seeded random weights that llama-server loads and chats with.
+    """A llama GGUF of ``shape`` that llama-server loads and chats with (f16 or f32 matrices).
 
-    Matrices are ``shape.matrix_type`` (f16 or f32), norms f32. The vocabulary is tests/e2e/tiny_models'
-    (108 tokens; ``shape.vocab`` is not used), so prompts tokenize and answers stay printable. Returns
-    the bytes of the tensor data: what llama.cpp's model buffer holds.
+    The vocabulary is tests/e2e/tiny_models' (``shape.vocab`` is not used), so prompts tokenize and
+    answers stay printable. Returns the bytes of the tensor data: what llama.cpp's model buffer holds.
     """
-    dtype = {0: np.float32, 1: np.float16}[int(shape.matrix_type)]
     if not isinstance(shape.kv_heads, int):
         raise ValueError("one KV head count for every layer")
-    rng = np.random.default_rng(1234)
-    tokens = _vocabulary()
-    writer = GGUFWriter(str(path), "llama")
-    writer.add_name("random-llama")
-    writer.add_context_length(shape.context)
-    writer.add_embedding_length(shape.embedding)
-    writer.add_block_count(shape.layers)
-    writer.add_feed_forward_length(shape.feed_forward)
-    writer.add_head_count(shape.heads)
-    writer.add_head_count_kv(shape.kv_heads)
-    writer.add_rope_dimension_count(shape.embedding // shape.heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(int(shape.matrix_type))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(
-        [int(TokenType.CONTROL if token in SPECIAL_TOKENS else TokenType.NORMAL) for token in tokens]
+    return write_llama_gguf_weights(
+        path,
+        embedding=shape.embedding,
+        heads=shape.heads,
+        kv_heads=shape.kv_heads,
+        layers=shape.layers,
+        feed_forward=shape.feed_forward,
+        context=shape.context,
+        f16=int(shape.matrix_type) == 1,
+        name="random-llama",
     )
-    writer.add_token_merges([f"{left} {right}" for left, right in MERGES])
-    writer.add_bos_token_id(tokens.index(BOS))
-    writer.add_eos_token_id(tokens.index(EOS))
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML_TEMPLATE)
-
-    data_bytes = 0
-
-    def add(name: str, values: np.ndarray) -> None:
-        nonlocal data_bytes
-        writer.add_tensor(name, values)
-        data_bytes += values.nbytes
-
-    def matrix(rows: int, columns: int) -> np.ndarray:
-        return (rng.standard_normal((rows, columns), dtype=np.float32) * 0.02).astype(dtype)
-
-    embedding, kv_width = shape.embedding, shape.kv_heads * (shape.embedding // shape.heads)
-    add("token_embd.weight", matrix(len(tokens), embedding))
-    for layer in range(shape.layers):
-        block = f"blk.{layer}"
-        add(f"{block}.attn_norm.weight", np.ones(embedding, dtype=np.float32))
-        add(f"{block}.attn_q.weight", matrix(embedding, embedding))
-        add(f"{block}.attn_k.weight", matrix(kv_width, embedding))
-        add(f"{block}.attn_v.weight", matrix(kv_width, embedding))
-        add(f"{block}.attn_output.weight", matrix(embedding, embedding))
-        add(f"{block}.ffn_norm.weight", np.ones(embedding, dtype=np.float32))
-        add(f"{block}.ffn_gate.weight", matrix(shape.feed_forward, embedding))
-        add(f"{block}.ffn_up.weight", matrix(shape.feed_forward, embedding))
-        add(f"{block}.ffn_down.weight", matrix(embedding, shape.feed_forward))
-    add("output_norm.weight", np.ones(embedding, dtype=np.float32))
-    add("output.weight", matrix(len(tokens), embedding))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return data_bytes
 
 
 @dataclass

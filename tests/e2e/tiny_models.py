@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -82,19 +83,48 @@ class _RandomWeights:
 
 def write_tiny_gguf(path: Path) -> Path:
     """Write the tiny model as a GGUF file for llama-server (~0.5 MB, all f32); returns ``path``."""
+    write_llama_gguf_weights(
+        path,
+        embedding=SMALL_EMBD,
+        heads=SMALL_HEADS,
+        kv_heads=SMALL_HEADS,
+        layers=N_LAYERS,
+        feed_forward=N_FF,
+        context=N_CTX,
+        f16=False,
+        name="tiny-llama",
+    )
+    return path
+
+
+def write_llama_gguf_weights(
+    path: Path,
+    *,
+    embedding: int,
+    heads: int,
+    kv_heads: int,
+    layers: int,
+    feed_forward: int,
+    context: int,
+    f16: bool,
+    name: str,
+) -> int:
+    """A llama GGUF of this shape with seeded random weights and the shared vocabulary, that
+    llama-server loads and chats with. Matrices are f16 or f32, norms f32. Returns the bytes of the
+    tensor data: what llama.cpp's model buffer holds."""
     tokens = _vocabulary()
     weights = _RandomWeights()
     writer = GGUFWriter(str(path), "llama")
-    writer.add_name("tiny-llama")
-    writer.add_context_length(N_CTX)
-    writer.add_embedding_length(SMALL_EMBD)
-    writer.add_block_count(N_LAYERS)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(SMALL_HEADS)
-    writer.add_head_count_kv(SMALL_HEADS)
-    writer.add_rope_dimension_count(SMALL_EMBD // SMALL_HEADS)
+    writer.add_name(name)
+    writer.add_context_length(context)
+    writer.add_embedding_length(embedding)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(feed_forward)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(embedding // heads)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(0)  # all f32
+    writer.add_file_type(1 if f16 else 0)  # f16 matrices, or all f32
 
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
@@ -108,25 +138,39 @@ def write_tiny_gguf(path: Path) -> Path:
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHATML_TEMPLATE)
 
+    data_bytes = 0
+
+    def add(tensor: str, values: npt.NDArray[np.floating[Any]]) -> None:
+        nonlocal data_bytes
+        writer.add_tensor(tensor, values)
+        data_bytes += values.nbytes
+
+    def matrix(rows: int, columns: int) -> npt.NDArray[np.floating[Any]]:
+        drawn = weights.matrix(rows, columns)
+        return drawn.astype(np.float16) if f16 else drawn
+
     # numpy shapes are (rows, columns): ggml's dimensions reversed.
-    writer.add_tensor("token_embd.weight", weights.matrix(len(tokens), SMALL_EMBD))
-    for layer in range(N_LAYERS):
+    kv_width = kv_heads * (embedding // heads)
+    add("token_embd.weight", matrix(len(tokens), embedding))
+    for layer in range(layers):
         block = f"blk.{layer}"
-        writer.add_tensor(f"{block}.attn_norm.weight", weights.ones(SMALL_EMBD))
-        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
-            writer.add_tensor(f"{block}.{name}.weight", weights.matrix(SMALL_EMBD, SMALL_EMBD))
-        writer.add_tensor(f"{block}.ffn_norm.weight", weights.ones(SMALL_EMBD))
-        writer.add_tensor(f"{block}.ffn_gate.weight", weights.matrix(N_FF, SMALL_EMBD))
-        writer.add_tensor(f"{block}.ffn_up.weight", weights.matrix(N_FF, SMALL_EMBD))
-        writer.add_tensor(f"{block}.ffn_down.weight", weights.matrix(SMALL_EMBD, N_FF))
-    writer.add_tensor("output_norm.weight", weights.ones(SMALL_EMBD))
-    writer.add_tensor("output.weight", weights.matrix(len(tokens), SMALL_EMBD))
+        add(f"{block}.attn_norm.weight", weights.ones(embedding))
+        add(f"{block}.attn_q.weight", matrix(embedding, embedding))
+        add(f"{block}.attn_k.weight", matrix(kv_width, embedding))
+        add(f"{block}.attn_v.weight", matrix(kv_width, embedding))
+        add(f"{block}.attn_output.weight", matrix(embedding, embedding))
+        add(f"{block}.ffn_norm.weight", weights.ones(embedding))
+        add(f"{block}.ffn_gate.weight", matrix(feed_forward, embedding))
+        add(f"{block}.ffn_up.weight", matrix(feed_forward, embedding))
+        add(f"{block}.ffn_down.weight", matrix(embedding, feed_forward))
+    add("output_norm.weight", weights.ones(embedding))
+    add("output.weight", matrix(len(tokens), embedding))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
+    return data_bytes
 
 
 def write_tiny_mlx_model(directory: Path) -> Path:

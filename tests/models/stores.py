@@ -231,6 +231,28 @@ def build_ollama_store(root: Path, work: Path, with_projector: bool = True) -> O
     return OllamaStore(root, manifest, model_blob, (adapter_blob,), projector_blob, tensor_manifest)
 
 
+# --- what a `llamactl serve` is pointed at ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedStores:
+    hf: HfCache
+    ollama: OllamaStore
+    environment: dict[str, str]
+    """HOME, HF_HUB_CACHE and OLLAMA_MODELS for a `llamactl serve` that finds these stores and none of
+    the machine's own."""
+
+
+def build_served_stores(root: Path, with_projector: bool = True) -> ServedStores:
+    """The hub cache and the Ollama store under ``root``, with the environment that points at them."""
+    hf = build_hf_cache(root / "hf", root / "work-hf", with_projector)
+    ollama = build_ollama_store(root / "ollama", root / "work-ollama", with_projector)
+    home = root / "home"
+    home.mkdir()
+    environment = {"HOME": str(home), "HF_HUB_CACHE": str(hf.root), "OLLAMA_MODELS": str(ollama.root)}
+    return ServedStores(hf, ollama, environment)
+
+
 # --- LM Studio --------------------------------------------------------------------------------------
 
 
