@@ -58,6 +58,8 @@ class Backend(ABC):
     """Arguments placed before the options, such as vLLM's ``serve`` subcommand."""
     launchers: ClassVar[tuple[Launcher, ...]]
     readiness_probe: ClassVar[ReadinessProbe] = ReadinessProbe(path="/health")
+    context_probe: ClassVar[str | None] = None
+    """A GET path whose JSON says the context the backend runs with (``served_context`` reads it)."""
 
     @cached_property
     def spec(self) -> CliSpec:
@@ -112,6 +114,10 @@ class Backend(ABC):
 
     def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
         """What the options say about the memory the backend will take; None without a local model."""
+        return None
+
+    def served_context(self, document: Any) -> int | None:
+        """The context size in the answer to ``context_probe``; None when it does not say."""
         return None
 
     def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:

@@ -142,6 +142,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     memory: MemoryFigures = MemoryFigures()
     model: ModelProfile | None = None
     """What its model's files say: context, architecture, quantization, size, the estimate's parts."""
+    served_context: int | None = None
+    """The context the running backend says it has (llama-server's /props, vLLM's max_model_len)."""
 
 
 class Leased(msgspec.Struct, frozen=True):
@@ -949,6 +951,7 @@ class InstanceManager:
             in_flight=instance.in_flight,
             memory=instance.memory.figures(self._pid(instance)),
             model=instance.memory.profile,
+            served_context=supervisor.served_context if supervisor.state.phase is Phase.RUNNING else None,
         )
 
     async def _pressure_loop(self, pressure: MemoryPressure) -> None:

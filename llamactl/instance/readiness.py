@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from llamactl.backends import ReadinessProbe
+from llamactl.backends import Backend, ReadinessProbe
 from llamactl.instance.errors import StartFailed, StartTimedOut
 
 FIRST_POLL_DELAY = 0.01
@@ -44,3 +44,15 @@ async def _probe_passes(client: httpx.AsyncClient, probe: ReadinessProbe) -> boo
     except httpx.HTTPError:
         return False  # not listening yet, or reset while loading
     return response.status_code == 200
+
+
+async def served_context(backend: Backend, base_url: str) -> int | None:
+    """The context a ready backend runs with, from its own API; None when it does not say or fails."""
+    if backend.context_probe is None:
+        return None
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT) as client:
+            response = await client.get(backend.context_probe)
+        return backend.served_context(response.json()) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None

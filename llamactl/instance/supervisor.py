@@ -49,7 +49,7 @@ from llamactl.instance.log_file import InstanceLog
 from llamactl.instance.options import InstanceOptions
 from llamactl.instance.ports import PortAllocator, port_is_free
 from llamactl.instance.process import BackendProcess, start_ticks
-from llamactl.instance.readiness import wait_until_ready
+from llamactl.instance.readiness import served_context, wait_until_ready
 from llamactl.store import ProcessRecord, Store
 
 logger = logging.getLogger("llamactl.instance")
@@ -108,6 +108,8 @@ class Supervisor:
         self._clock = clock
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._probe: asyncio.Task[None] | None = None
+        self.served_context: int | None = None
+        """The context the running backend says it has (``Backend.context_probe``); None until it says."""
         self._drain_timer: asyncio.Task[None] | None = None
         self._restart_timer: asyncio.Task[None] | None = None
         self._children: set[asyncio.Task[None]] = set()
@@ -200,6 +202,7 @@ class Supervisor:
             self.post(StartFailed(message), generation)
             return
         self.process = process
+        self.served_context = None
         ticks = start_ticks(process.pid)
         if ticks is not None:
             self._store.record_process(ProcessRecord(self.name, process.pid, ticks))
@@ -219,16 +222,17 @@ class Supervisor:
     async def _wait_ready(
         self, process: BackendProcess, port: int, options: InstanceOptions, generation: int
     ) -> None:
-        probe = get_backend(options.backend_type).readiness_probe
+        backend = get_backend(options.backend_type)
+        base_url = f"http://{self._settings.host}:{port}"
         deadline = time.monotonic() + self._settings.start_timeout
         try:
-            await wait_until_ready(
-                probe, f"http://{self._settings.host}:{port}", process.exited, deadline, self.name
-            )
+            await wait_until_ready(backend.readiness_probe, base_url, process.exited, deadline, self.name)
         except LlamactlError as error:
             self.post(StartFailed(error.message, isinstance(error, errors.StartTimedOut)), generation)
             return
         self.post(Ready(), generation)
+        # After Ready, so that requests do not wait for it.
+        self.served_context = await served_context(backend, base_url)
 
     async def _watch(self, process: BackendProcess, generation: int) -> None:
         code = await process.exited

@@ -40,11 +40,17 @@ class ModelEntry(msgspec.Struct, omit_defaults=True):
 
 
 def model_entry(info: InstanceInfo) -> ModelEntry:
+    """The instance with what its backend says of itself once running, else what its files say."""
     profile = info.model
     if profile is None:
-        return ModelEntry(id=info.name, created=info.created, status=info.status.value)
+        context = info.served_context
+        meta = ModelMeta(n_ctx=context) if context is not None else None
+        return ModelEntry(
+            id=info.name, created=info.created, status=info.status.value, context_length=context, meta=meta
+        )
+    context = info.served_context or profile.context_length
     meta = ModelMeta(
-        n_ctx=profile.context_length,
+        n_ctx=context,
         architecture=profile.architecture,
         quantization=profile.quantization,
         parameters=profile.parameters,
@@ -54,7 +60,7 @@ def model_entry(info: InstanceInfo) -> ModelEntry:
         id=info.name,
         created=info.created,
         status=info.status.value,
-        context_length=profile.context_length,
+        context_length=context,
         meta=meta,
     )
 

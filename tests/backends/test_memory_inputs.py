@@ -78,3 +78,13 @@ def test_an_ollama_model_becomes_llama_server_options_with_its_adapters_projecto
         "/store/blobs/sha256-bb",
         "--jinja",
     ]  # fmt: skip; "stop" has no llama-server flag and is left out
+
+
+def test_the_context_a_backend_runs_with_is_read_from_its_own_answer() -> None:
+    llama, vllm = get_backend("llama_cpp"), get_backend("vllm")
+    assert llama.context_probe == "/props" and vllm.context_probe == "/v1/models"
+    assert llama.served_context({"default_generation_settings": {"n_ctx": 4096}}) == 4096
+    assert vllm.served_context({"data": [{"id": "m", "max_model_len": 2048}]}) == 2048
+    for nonsense in (None, [], {"default_generation_settings": {"n_ctx": "4096"}}, {"data": []}):
+        assert llama.served_context(nonsense) is None and vllm.served_context(nonsense) is None
+    assert get_backend("mlx_lm").context_probe is None

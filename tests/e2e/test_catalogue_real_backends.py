@@ -63,9 +63,13 @@ def test_the_catalogue_lists_the_stores_models_with_their_facts_and_estimates(se
     assert missing.status_code == 404 and OLLAMA_ID in missing.json()["details"]
 
 
-@pytest.mark.parametrize(("name", "model_id"), [("from-ollama", OLLAMA_ID), ("from-hf", HF_GGUF_ID)])
+@pytest.mark.parametrize(
+    ("name", "model_id", "configured"),
+    # Ollama's params set num_ctx 1024; llama-server caps a slot at the model's training context, 512.
+    [("from-ollama", OLLAMA_ID, 1024), ("from-hf", HF_GGUF_ID, 512)],
+)
 def test_an_instance_made_from_a_catalogue_entry_answers_a_chat_through_llama_server(
-    server: Server, name: str, model_id: str
+    server: Server, name: str, model_id: str, configured: int
 ) -> None:
     created = server.api.post(
         f"/api/v1/instances/{name}", json={"model": model_id, "backend_options": {"threads": 2}}
@@ -80,6 +84,11 @@ def test_an_instance_made_from_a_catalogue_entry_answers_a_chat_through_llama_se
     remember_group(server, name)
     info = server.api.get(f"/api/v1/instances/{name}").json()
     assert info["memory"]["estimated_bytes"] > 0 and info["memory"]["measured_bytes"] > 0
+    assert info["memory"]["reported_bytes"] > 0  # llama-server's buffers, at --verbosity 4
+    assert info["model"]["context_length"] == configured  # from the options and the header
+    assert info["served_context"] == 512  # what llama-server's /props says it runs with
+    [listed] = [m for m in server.api.get("/v1/models").json()["data"] if m["id"] == name]
+    assert listed["context_length"] == 512 and listed["meta"]["architecture"] == "llama"
     assert server.api.post(f"/api/v1/instances/{name}/stop").json()["status"] == "stopped"
 
 

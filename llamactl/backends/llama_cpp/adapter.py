@@ -52,6 +52,8 @@ class LlamaCppBackend(Backend):
     spec_path = Path(__file__).with_name("cli_spec.json")
     default_command = "llama-server"
     launchers = (Launcher(words=("llama-server",)),)
+    # Its context as it runs: --fit may have lowered an unset -c to fit the machine.
+    context_probe = "/props"
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         # llama-server lists its first --alias (else the model path) in /v1/models.
@@ -101,6 +103,11 @@ class LlamaCppBackend(Backend):
             return options  # the user's choice; the memory report is then missing
         # Level 4 is the lowest at which llama-server prints its buffer sizes (as Ollama starts it).
         return msgspec.structs.replace(options, verbosity=MEMORY_REPORT_VERBOSITY)
+
+    def served_context(self, document: Any) -> int | None:
+        settings = document.get("default_generation_settings") if isinstance(document, dict) else None
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        return n_ctx if type(n_ctx) is int and n_ctx > 0 else None
 
     def reported_memory_bytes(self, startup_lines: Sequence[str]) -> int | None:
         # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating.

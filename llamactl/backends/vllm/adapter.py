@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 from llamactl.backends.adapter import Backend
 from llamactl.backends.backend_type import BackendType
@@ -19,6 +20,7 @@ class VllmBackend(Backend):
     spec_path = Path(__file__).with_name("cli_spec.json")
     default_command = "vllm"
     default_args = ("serve",)
+    context_probe = "/v1/models"
     launchers = (
         Launcher(words=("vllm", "serve")),
         Launcher(words=("serve",)),
@@ -52,6 +54,13 @@ class VllmBackend(Backend):
             context=length if isinstance(length, int) and length > 0 else None,
             kv_cache_bytes=int(kv_bytes) if kv_bytes is not None and kv_bytes.isdigit() else None,
         )
+
+    def served_context(self, document: Any) -> int | None:
+        # Each model vLLM serves carries its max_model_len; the first is the one it loaded.
+        models = document.get("data") if isinstance(document, dict) else None
+        first = models[0] if isinstance(models, list) and models else None
+        length = first.get("max_model_len") if isinstance(first, dict) else None
+        return length if type(length) is int and length > 0 else None
 
     def adapter_names(self, options: BackendOptions) -> list[str]:
         # Each --lora-modules entry is 'name=path', a JSON object or a JSON list of them;
