@@ -1,8 +1,9 @@
 """The thin client of a running llamactl's API that ``llamactl instances``, ``models`` and ``stats`` share.
 
-Each command is added with ``add_client_command`` (which gives it ``--url``
-and ``--key``) and runs through ``run_with_client``, which turns an unreachable server and a
-``ClientError`` into one line on stderr and exit status 2.
+Each command is added with ``add_client_command``, which gives it ``--url``
+and ``--key``, and runs through ``run_with_client``, which turns an
+unreachable server and a ``ClientError`` into one line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations

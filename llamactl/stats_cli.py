@@ -46,15 +46,8 @@ def run_stats_command(args: argparse.Namespace) -> int:
 
 def _print_stats(client: httpx.Client, args: argparse.Namespace) -> int:
     live = [info for info in call(client, "GET", "/api/v1/instances").json() if info["status"] not in AT_REST]
-    inputs = {info["name"]: _memory_inputs(info) for info in live}
-    # A context of None is the model's own: the catalogue knows it (asked only when needed, as it rescans).
-    model_contexts: dict[str, int | None] = {}
-    if any(item is not None and item.context is None for item in inputs.values()):
-        models = call(client, "GET", "/api/v1/models").json()
-        model_contexts = {model["model_path"]: model.get("context_length") for model in models}
     if live:
-        rows = [_row(info, inputs[info["name"]], model_contexts) for info in live]
-        print(format_table(COLUMNS, rows))
+        print(format_table(COLUMNS, [_row(info) for info in live]))
     else:
         print("no instance is running")
     print(_system_line(call(client, "GET", "/api/v1/system").json()))
@@ -73,21 +66,18 @@ def _memory_inputs(info: dict[str, Any]) -> MemoryInputs | None:
         return None
 
 
-def _row(
-    info: dict[str, Any], inputs: MemoryInputs | None, model_contexts: dict[str, int | None]
-) -> list[str]:
-    if inputs is None:
-        context = slots = None
-    else:
-        context = inputs.context if inputs.context is not None else model_contexts.get(inputs.model_path)
-        slots = inputs.parallel
+def _row(info: dict[str, Any]) -> list[str]:
+    inputs = _memory_inputs(info)
+    # The server's profile of the model has the context the instance gets (its option, else the
+    # model's own); it is read in the background, so the option stands in until it is there.
+    context = info.get("model", {}).get("context_length") or (inputs.context if inputs else None)
     memory = info.get("memory", {})
     return [
         info["name"],
         info["options"]["backend_type"],
         info["status"],
         number_cell(context),
-        number_cell(slots),
+        number_cell(inputs.parallel if inputs else None),
         str(info.get("queued", 0)),
         str(info.get("in_flight", 0)),
         bytes_cell(memory.get("estimated_bytes")),
