@@ -24,7 +24,14 @@ backends:
 instances: {{port_range: [18500, 18599]}}
 """
 """The stand-in as every backend."""
-READINESS_PROBES = {b"GET /health HTTP/1.1", b"POST /v1/completions HTTP/1.1"}
+# What llamactl itself asks a backend: its readiness probes, and once ready its context
+# (llama-server's /props, vLLM's /v1/models).
+READINESS_PROBES = {
+    b"GET /health HTTP/1.1",
+    b"POST /v1/completions HTTP/1.1",
+    b"GET /props HTTP/1.1",
+    b"GET /v1/models HTTP/1.1",
+}
 
 
 class RawAnswer:
@@ -56,7 +63,7 @@ def raw_request(base_url: str, request: bytes, body: bytes = b"", timeout: float
 
 
 def recorded(requests: Path, probes: bool = False) -> list[bytes]:
-    """The request lines the stand-in read (STANDIN_REQUESTS), its readiness probes left out."""
+    """The request lines the stand-in read (STANDIN_REQUESTS), llamactl's own probes left out."""
     if not requests.exists():
         return []
     lines = [ast.literal_eval(line) for line in requests.read_text().splitlines()]
