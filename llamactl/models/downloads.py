@@ -40,16 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import secrets
-import shutil
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import httpx2
 import msgspec
@@ -64,11 +61,13 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils.tqdm import tqdm as HubProgressBar
 
-from llamactl.errors import FieldError, LlamactlError, echo
+from llamactl.errors import LlamactlError, echo
+from llamactl.models.download_request import DownloadRequest, ModelFormat
+from llamactl.models.hub_cache import repo_folder, write_ref
+from llamactl.models.repo_files import select_gguf_files, select_safetensors_files
 
 logger = logging.getLogger("llamactl.models.downloads")
 
-ModelFormat = Literal["gguf", "safetensors"]
 JobStatus = Literal["queued", "downloading", "completed", "failed", "cancelled"]
 FINISHED: frozenset[JobStatus] = frozenset({"completed", "failed", "cancelled"})
 
@@ -76,22 +75,7 @@ DEFAULT_TAG = "main"
 """The job's tag, and the revision fetched, when the request names none (as in Go)."""
 METADATA_TIMEOUT = 30.0
 """Seconds to wait for the hub's file listing; huggingface_hub's own client never times out."""
-DEFAULT_QUANTS = ("Q4_K_M", "Q4_0")
 """The Go llamactl's choice, in order, when a GGUF request has no tag."""
-SAFETENSORS_COMPANIONS = (".json", ".txt", ".model", ".py", ".jinja", ".tiktoken")
-
-_NAME_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-_REPO_ID = re.compile(rf"{_NAME_PART}/{_NAME_PART}")
-_TAG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
-
-
-class DownloadRequestError(FieldError, ValueError):
-    """A download request or delete that breaks a rule; ``field`` names the offending field.
-
-    A ValueError too: raised in a struct's ``__post_init__``, msgspec makes it a ValidationError.
-    """
 
 
 class JobNotFound(LlamactlError):
@@ -100,66 +84,6 @@ class JobNotFound(LlamactlError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no download job {echo(job_id)}", "id")
-
-
-class ModelNotFound(LlamactlError):
-    status = 404
-    code = "model_not_found"
-
-    def __init__(self, repo: str) -> None:
-        super().__init__(f"model not found: {repo}", "repo")
-
-
-def split_repo(repo: str, field: str = "repo") -> tuple[str, str]:
-    """``org/model[:tag]`` as ``(org/model, tag)``, the tag ``""`` when absent; split at the last ``:``.
-
-    Only names the hub itself allows pass: one ``/``, letters, digits and
-    ``._-``, no ``..`` or ``--`` (which would run into the cache's
-    ``models--org--name`` dir names), so a name can never leave the cache.
-    """
-    repo_id, colon, tag = repo.rpartition(":") if ":" in repo else (repo, "", "")
-    if not repo_id:
-        raise DownloadRequestError("is required, as 'org/model' or 'org/model:tag'", field)
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise DownloadRequestError(
-            f"must be 'org/model' or 'org/model:tag' (letters, digits and ._-, one '/'); got {echo(repo)}",
-            field,
-        )
-    if colon:
-        check_tag(tag, field)
-    return repo_id, tag
-
-
-def check_tag(tag: str, field: str = "tag") -> None:
-    if not _TAG.fullmatch(tag) or ".." in tag:
-        raise DownloadRequestError(f"the tag must be letters, digits and ._-; got {echo(tag)}", field)
-
-
-class DownloadRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The body of ``POST /api/v1/models/download``.
-
-    Decoded by msgspec, a bad ``repo`` surfaces as a ``ValidationError``
-    whose text starts ``repo: `` and whose ``__cause__`` is the
-    ``DownloadRequestError``; built directly, the error itself is raised.
-    """
-
-    repo: str
-    format: ModelFormat = "gguf"
-
-    def __post_init__(self) -> None:
-        split_repo(self.repo)
-        # msgspec checks the Literal when it decodes, not when the struct is built in code.
-        if self.format not in get_args(ModelFormat):
-            raise DownloadRequestError(f"must be 'gguf' or 'safetensors'; got {echo(self.format)}", "format")
-
-    @property
-    def repo_id(self) -> str:
-        return split_repo(self.repo)[0]
-
-    @property
-    def tag(self) -> str:
-        """The tag as given, ``""`` when absent (what Go's 202 answer echoes)."""
-        return split_repo(self.repo)[1]
 
 
 class DownloadProgress(msgspec.Struct, frozen=True):
@@ -367,9 +291,9 @@ class DownloadJobs:
 
         if running.cancelled.is_set():
             raise _Cancelled
-        repo_dir = self.cache_dir / _repo_folder(job.repo)
+        repo_dir = self.cache_dir / repo_folder(job.repo)
         if job.tag != info.sha:
-            _write_ref(repo_dir, job.tag, info.sha)
+            write_ref(repo_dir, job.tag, info.sha)
         if job.format == "gguf":
             return str(paths[0])
         return str(repo_dir / "snapshots" / info.sha)
@@ -408,65 +332,6 @@ def _progress_bar_class(jobs: DownloadJobs, running: _RunningJob) -> type[HubPro
     return JobProgressBar
 
 
-def select_gguf_files(sizes: dict[str, int], tag: str) -> list[str]:
-    """The GGUF files of a repo (its paths, with their sizes) to fetch for ``tag`` (``""``: the default)."""
-    ggufs = sorted(path for path in sizes if path.lower().endswith(".gguf"))
-    models = [path for path in ggufs if "mmproj" not in path.lower()]
-    projectors = [path for path in ggufs if "mmproj" in path.lower()]
-    chosen = [path for path in models if _names_quant(path, tag)] if tag else _default_gguf(models)
-    if not chosen:
-        return []
-    extras = sorted(path for path in sizes if path == "preset.ini" or path.lower().endswith(".jinja"))
-    projector = _pick_projector(projectors, tag)
-    return [*chosen, *([projector] if projector else []), *extras]
-
-
-def _names_quant(path: str, quant: str) -> bool:
-    return (
-        re.search(rf"(?<![A-Za-z0-9]){re.escape(quant)}(?![A-Za-z0-9]|_[A-Za-z0-9])", path, re.I) is not None
-    )
-
-
-def _default_gguf(models: Sequence[str]) -> list[str]:
-    for quant in DEFAULT_QUANTS:
-        for path in models:
-            if _names_quant(path, quant):
-                return _with_shards(models, path)
-    unsharded = [path for path in models if not _SHARD.search(path)]
-    if unsharded:
-        return unsharded[:1]
-    return _with_shards(models, models[0]) if models else []
-
-
-def _with_shards(models: Sequence[str], path: str) -> list[str]:
-    """``path`` and, when it is one shard of a split model, every shard of it."""
-    if not _SHARD.search(path):
-        return [path]
-    stem = _SHARD.sub("", path)
-    return [other for other in models if _SHARD.search(other) and _SHARD.sub("", other) == stem]
-
-
-def _pick_projector(projectors: Sequence[str], tag: str) -> str | None:
-    """One mmproj file: the one naming the tag's quant, else an F16 one, else the first."""
-    for wanted in (tag, "f16"):
-        for path in projectors:
-            if wanted and _names_quant(path, wanted):
-                return path
-    return projectors[0] if projectors else None
-
-
-def select_safetensors_files(sizes: dict[str, int]) -> list[str]:
-    """Config, tokenizer and code files, and the weights (``.safetensors``, else ``.bin``); [] without any."""
-    paths = sorted(path for path in sizes if not path.startswith(".git"))
-    weights = [path for path in paths if path.lower().endswith(".safetensors")] or [
-        path for path in paths if path.lower().endswith(".bin")
-    ]
-    if not weights:
-        return []
-    companions = [path for path in paths if path.lower().endswith(SAFETENSORS_COMPANIONS)]
-    return sorted({*companions, *weights})
-
-
 def _nothing_to_fetch(job: DownloadJob, available: Sequence[str]) -> str:
     if job.format == "gguf":
         ggufs = [path for path in available if path.lower().endswith(".gguf")]
@@ -502,100 +367,3 @@ def describe_failure(error: Exception, repo: str, endpoint: str) -> str:
     if isinstance(error, OSError) and error.strerror:
         return f"{repo}: writing to the cache {error.filename or ''} failed: {error.strerror}"
     return f"{repo}: download failed: {type(error).__name__}: {error}"
-
-
-def _repo_folder(repo_id: str) -> str:
-    return "models--" + repo_id.replace("/", "--")
-
-
-def _write_ref(repo_dir: Path, tag: str, commit: str) -> None:
-    """``refs/<tag>`` holds the commit, without a newline, replaced atomically as huggingface_hub does."""
-    ref = repo_dir / "refs" / tag
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    partial = ref.with_name(f"{tag}.{secrets.token_hex(4)}.tmp")
-    partial.write_text(commit)
-    os.replace(partial, ref)
-
-
-def delete_model(cache_dir: Path, repo: str, tag: str | None = None) -> None:
-    """Remove a downloaded model from the hub cache, as the Go llamactl's ``DELETE /api/v1/models``.
-
-    Without a tag the whole ``models--org--name`` dir goes. With one, the
-    snapshot ``refs/<tag>`` points at (or the snapshot named by a commit
-    hash) goes, with the blobs no other snapshot links to and every ref that
-    points at it, so no ref is left dangling; two tags at one commit share a
-    snapshot and go together. When no snapshot is left the repo dir goes too.
-    Blobs are only ever removed from the repo's own ``blobs/`` dir: a link
-    leading anywhere else, the cache-wide shared store included, is never
-    followed.
-    """
-    repo_id, inline_tag = split_repo(repo)
-    if inline_tag and tag:
-        raise DownloadRequestError("give the tag once: in repo or as tag, not both", "tag")
-    tag = tag or inline_tag or None
-    if tag is not None:
-        check_tag(tag)
-    repo_dir = cache_dir / _repo_folder(repo_id)
-    if repo_dir.is_symlink() or not repo_dir.is_dir():
-        raise ModelNotFound(repo_id)
-    if tag is None:
-        shutil.rmtree(repo_dir)
-        return
-
-    commit = _commit_of(repo_dir, tag)
-    snapshots = repo_dir / "snapshots"
-    snapshot = snapshots / commit if commit else None
-    if snapshot is None or snapshot.is_symlink() or not snapshot.is_dir():
-        raise ModelNotFound(f"{repo_id}:{tag}")
-    kept = {
-        blob
-        for other in snapshots.iterdir()
-        if other.name != commit and other.is_dir() and not other.is_symlink()
-        for blob in _linked_blobs(other, repo_dir / "blobs")
-    }
-    for blob in set(_linked_blobs(snapshot, repo_dir / "blobs")) - kept:
-        blob.unlink(missing_ok=True)
-    shutil.rmtree(snapshot)
-    for ref in _refs(repo_dir / "refs"):
-        if _read_commit(ref) == commit:
-            ref.unlink()
-    if not any(snapshots.iterdir()):
-        shutil.rmtree(repo_dir)
-
-
-def _commit_of(repo_dir: Path, tag: str) -> str | None:
-    ref = repo_dir / "refs" / tag
-    if ref.is_file() and not ref.is_symlink():
-        return _read_commit(ref)
-    return tag if _COMMIT.fullmatch(tag) else None
-
-
-def _read_commit(ref: Path) -> str | None:
-    try:
-        commit = ref.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return commit if _COMMIT.fullmatch(commit) else None
-
-
-def _refs(refs_dir: Path) -> Iterator[Path]:
-    """Every ref file, ``refs/pr/N`` included; links are skipped, not followed."""
-    if refs_dir.is_dir() and not refs_dir.is_symlink():
-        for root, _dirs, names in os.walk(refs_dir):
-            for name in names:
-                path = Path(root, name)
-                if path.is_file() and not path.is_symlink():
-                    yield path
-
-
-def _linked_blobs(snapshot: Path, blobs_dir: Path) -> Iterable[Path]:
-    """The blobs in ``blobs_dir`` that the snapshot's links point at (one hop, never followed further)."""
-    blobs_dir = Path(os.path.normpath(blobs_dir))
-    for root, _dirs, names in os.walk(snapshot):
-        for name in names:
-            link = Path(root, name)
-            if not link.is_symlink():
-                continue
-            target = Path(os.path.normpath(Path(root, os.readlink(link))))
-            if target.parent == blobs_dir:
-                yield target

@@ -24,8 +24,10 @@ from llamactl.instance.from_catalogue import (
 )
 from llamactl.instance.options import InstanceOptions
 from llamactl.models.catalogue import Catalogue, ModelDetails, ModelNotFoundError
-from llamactl.models.downloads import DownloadJob, DownloadJobs, DownloadRequest, delete_model
+from llamactl.models.download_request import DownloadRequest
+from llamactl.models.downloads import DownloadJob, DownloadJobs
 from llamactl.models.entry import ModelEntry
+from llamactl.models.hub_cache import delete_model
 from llamactl.models.model_memory import estimate_model_memory
 from llamactl.server.json_body import json_response, read_json
 

@@ -21,7 +21,8 @@ from llamactl.backends import ParsedCommand
 from llamactl.errors import HttpError
 from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
-from llamactl.models.downloads import DownloadJob, DownloadRequest
+from llamactl.models.download_request import DownloadRequest
+from llamactl.models.downloads import DownloadJob
 from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
 from llamactl.server.asgi import Receive, Scope, Send, send_error
 from llamactl.server.auth import Principal

@@ -85,6 +85,7 @@ def test_the_context_a_backend_runs_with_is_read_from_its_own_answer() -> None:
     assert llama.context_probe == "/props" and vllm.context_probe == "/v1/models"
     assert llama.served_context({"default_generation_settings": {"n_ctx": 4096}}) == 4096
     assert vllm.served_context({"data": [{"id": "m", "max_model_len": 2048}]}) == 2048
-    for nonsense in (None, [], {"default_generation_settings": {"n_ctx": "4096"}}, {"data": []}):
+    nonsenses: list[object] = [None, [], {"default_generation_settings": {"n_ctx": "4096"}}, {"data": []}]
+    for nonsense in nonsenses:
         assert llama.served_context(nonsense) is None and vllm.served_context(nonsense) is None
     assert get_backend("mlx_lm").context_probe is None

@@ -16,16 +16,10 @@ from gguf import GGUFWriter
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
-from llamactl.models.downloads import (
-    DownloadJob,
-    DownloadJobs,
-    DownloadRequest,
-    DownloadRequestError,
-    JobNotFound,
-    ModelNotFound,
-    delete_model,
-    select_gguf_files,
-)
+from llamactl.models.download_request import DownloadRequest, DownloadRequestError
+from llamactl.models.downloads import DownloadJob, DownloadJobs, JobNotFound
+from llamactl.models.hub_cache import ModelNotFound, delete_model
+from llamactl.models.repo_files import select_gguf_files
 from tests.e2e.tiny_models import write_tiny_gguf, write_tiny_mlx_model
 from tests.models.standin_hub import StandinHub
 
