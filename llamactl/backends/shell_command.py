@@ -43,6 +43,8 @@ OPERATOR_NAMES = {
 # bash splits it at blanks and nothing else, so it needs no parser.
 PLAIN_TEXT = re.compile(r"[A-Za-z0-9_./:=,@%+\- \t]*")
 ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+APPEND_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\+=.*", re.DOTALL)
+"""``NAME+=value`` before the command: bash appends to the shell's NAME, which llamactl does not have."""
 TILDE_PREFIX = re.compile(r"~(/|$)")
 # Words bash reads as syntax in command position: such text needs the parser.
 RESERVED_WORDS = frozenset(
@@ -116,11 +118,22 @@ def _split_plain(source: str) -> ShellCommand:
     words: list[str] = []
     for word in source.split():
         assignment = ASSIGNMENT.fullmatch(word)
+        if not words:
+            _refuse_append(word)
         if assignment and not words:
             environment[assignment.group(1)] = assignment.group(2)
         else:
             words.append(word)
     return ShellCommand(environment=environment, words=words)
+
+
+def _refuse_append(word: str) -> None:
+    append = APPEND_ASSIGNMENT.fullmatch(word)
+    if append is not None:
+        raise CommandSyntaxError(
+            f"'{append.group(1)}+=' appends to a shell variable; write {append.group(1)}=VALUE",
+            field=append.group(1),
+        )
 
 
 def _normalise(text: str) -> str:
@@ -168,6 +181,7 @@ def _simple_command(tree: Any, source: str) -> ShellCommand:
         # so the word is unquoted from its source text.
         word = unquote(source[part.pos[0] : part.pos[1]])
         if part.kind == "assignment" and not words:
+            _refuse_append(word)
             name, _, value = word.partition("=")
             # bashlex marks no tilde in an assignment; bash expands an unquoted one after the '='.
             raw_value = source[part.pos[0] : part.pos[1]].partition("=")[2]

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from llamactl.backends.errors import CommandSyntaxError
-from llamactl.backends.shell_command import RESERVED_WORDS, split_shell_command
+from llamactl.backends.shell_command import APPEND_ASSIGNMENT, RESERVED_WORDS, split_shell_command
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,8 @@ def test_tilde_starting_an_assignment_value_is_the_home_directory(monkeypatch: p
         ("if true; then b; fi", "if/for/while"),
         ("b -m a\nc -m d", "several commands"),
         ("then", "unexpected token 'then'"),
+        ("A+=x b -m a", "'A+=' appends"),
+        ("A+= b -m 'a'", "'A+=' appends"),
     ],
 )
 def test_refuses_what_needs_a_shell_and_names_it(text: str, names: str) -> None:
@@ -102,6 +104,7 @@ PLAIN_WORD = st.text(alphabet=string.ascii_letters + string.digits + "_./:=,@%+-
 def test_plain_commands_split_as_bashlex_splits_them(words: list[str], blank: str) -> None:
     # Plain text skips the parser (see PLAIN_TEXT); a quote at the end sends the same words through it.
     assume(words[0] not in RESERVED_WORDS)  # syntax, not a command: always parsed (see the refusals)
+    assume(not any(APPEND_ASSIGNMENT.fullmatch(word) for word in words))  # refused (see the refusals)
     text = blank.join(words)
     plain = split_shell_command(text)
     parsed = split_shell_command(text + " ''")
