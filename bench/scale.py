@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.scale [--instances N] [--requests N]
 
-Prints the median and p99 latency of `GET /api/v1/instances` and `GET /v1/models`,
+Prints the median and p99 latency of `GET /api/v1/instances`, `GET /v1/models` and a
+`GET /metrics` scrape (issue 10: under 20 ms with 200 instances),
 each as a ratio of `GET /api/v1/version` (the same server doing almost nothing),
 and llamactl's resident memory before and after creating the instances.
 """
@@ -50,7 +51,7 @@ def main() -> None:
                 full_rss = rss_megabytes(process.pid)
                 results = {
                     path: timed(client, path, args.requests)
-                    for path in ("/api/v1/version", "/api/v1/instances", "/v1/models")
+                    for path in ("/api/v1/version", "/api/v1/instances", "/v1/models", "/metrics")
                 }
         finally:
             process.terminate()

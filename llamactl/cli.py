@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from llamactl import __version__
+from llamactl.activity_cli import add_activity_command, run_activity_command
 from llamactl.client import fail
 from llamactl.instances_cli import add_instance_commands, run_instance_command
 from llamactl.models_cli import add_model_commands, run_model_command
+from llamactl.service_cli import add_service_commands, run_service_command
 from llamactl.stats_cli import add_stats_command, run_stats_command
 
 BACKEND_NAMES = ("llama-cpp", "mlx", "vllm")
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         "instances": run_instance_command,
         "models": run_model_command,
         "stats": run_stats_command,
+        "activity": run_activity_command,
+        "service": run_service_command,
     }
     return handlers[args.command_name](args)
 
@@ -53,6 +57,8 @@ def _build_parser() -> argparse.ArgumentParser:
     add_instance_commands(commands)
     add_model_commands(commands)
     add_stats_command(commands)
+    add_activity_command(commands)
+    add_service_commands(commands)
 
     parse = commands.add_parser(
         "parse",

@@ -1,4 +1,5 @@
-"""The thin client of a running llamactl's API that ``llamactl instances``, ``models`` and ``stats`` share.
+"""The thin client of a running llamactl's API that ``llamactl instances``, ``models``, ``stats`` and
+``activity`` share.
 
 Each command is added with ``add_client_command``, which gives it ``--url``
 and ``--key``, and runs through ``run_with_client``, which turns an
@@ -82,12 +83,18 @@ def raise_for_error(status: int, body: bytes) -> None:
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """``rows`` under ``columns``, each column as wide as its widest cell, two spaces apart."""
-    table = [list(columns), *rows]
-    widths = [max(len(row[column]) for row in table) for column in range(len(columns))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    )
+    widths = column_widths(columns, rows)
+    return "\n".join(format_row(row, widths) for row in [columns, *rows])
+
+
+def column_widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    """The width of each column: its widest cell, the heading's included."""
+    return [max(len(row[column]) for row in [columns, *rows]) for column in range(len(columns))]
+
+
+def format_row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """One line of a table whose columns have these widths."""
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
 
 def number_cell(value: int | None) -> str:

@@ -152,6 +152,20 @@ class DiscoveryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """What serves a safetensors model made into an instance; unset: mlx_lm on macOS, else vllm."""
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``GET /metrics``, in Prometheus's text format."""
+
+    public: bool = False
+    """Open without a key, for a scraper on the same host; else it needs a management key."""
+
+
+class ActivityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The activity log of proxied requests (``GET /api/v1/activity``, ``llamactl activity``)."""
+
+    retention: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """Records kept in the database; the oldest go first."""
+
+
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     path: Path
 
@@ -185,6 +199,8 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     database: DatabaseConfig
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     discovery: DiscoveryConfig = msgspec.field(default_factory=DiscoveryConfig)
+    activity: ActivityConfig = msgspec.field(default_factory=ActivityConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
 
 class LoadedConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -332,6 +348,8 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     _instances_variable("LOG_ROTATION_COMPRESS", "log_rotation_compress", _boolean),
     _instances_variable("LOG_ROTATION_BACKUPS", "log_rotation_backups", _integer),
     EnvVariable("LLAMACTL_DATABASE_PATH", ("database", "path"), _text),
+    EnvVariable("LLAMACTL_ACTIVITY_RETENTION", ("activity", "retention"), _integer),
+    EnvVariable("LLAMACTL_METRICS_PUBLIC", ("metrics", "public"), _boolean),
     EnvVariable("LLAMACTL_REQUIRE_INFERENCE_AUTH", ("auth", "require_inference_auth"), _boolean),
     EnvVariable("LLAMACTL_REQUIRE_MANAGEMENT_AUTH", ("auth", "require_management_auth"), _boolean),
     EnvVariable("LLAMACTL_MANAGEMENT_KEYS", ("auth", "management_keys"), _items),

@@ -31,13 +31,17 @@ from llamactl.instance.scheduling import CapacityLimits
 from llamactl.models.catalogue import Catalogue, DiscoverySettings
 from llamactl.models.downloads import DownloadJobs
 from llamactl.models.locations import huggingface_cache, resolve_locations
+from llamactl.server.activity import ActivityLog
 from llamactl.server.api_keys import ApiKeyStore
 from llamactl.server.app import LlamactlApp, is_loopback
 from llamactl.server.auth import Authenticator, ManagementKeys
+from llamactl.server.health import Health
 from llamactl.server.management import ManagementApi
+from llamactl.server.metrics import Metrics
 from llamactl.server.models import ModelListing
 from llamactl.server.models_api import ModelsApi
 from llamactl.server.proxy import Proxy
+from llamactl.server.routes import Apis
 from llamactl.server.upstream import Upstream
 from llamactl.store import Store, StoreError
 
@@ -108,6 +112,7 @@ class Service:
         self.store = Store(config.database.path)
         self.manager = InstanceManager(manager_settings(config), self.store)
         self.keys = ApiKeyStore(self.store)
+        self.activity = ActivityLog(self.store, config.activity.retention)
         self.management_keys = ManagementKeys(config.auth.management_keys)
         auth = Authenticator(
             self.management_keys,
@@ -124,6 +129,8 @@ class Service:
             ]
             for key, section in backend_sections.items()
         }
+        self.metrics = Metrics(self.manager)
+        self.health = Health()
         proxy = Proxy(
             self.manager,
             auth,
@@ -131,6 +138,7 @@ class Service:
             config.server.max_body_bytes,
             response_headers,
             send_loading_state=config.instances.send_loading_state,
+            observers=(self.metrics.observe, self.activity.observe),
         )
         discovery = config.discovery
         self.downloads = DownloadJobs(cache_dir=huggingface_cache(os.environ, Path.home()))
@@ -158,12 +166,19 @@ class Service:
             },
             self.catalogue,
         )
+        apis = Apis(
+            management=management,
+            proxy=proxy,
+            models=ModelListing(self.manager, auth),
+            catalogue=self.catalogue,
+            activity=self.activity,
+            metrics=self.metrics,
+            health=self.health,
+            metrics_public=config.metrics.public,
+        )
         self.app = LlamactlApp(
             auth,
-            proxy,
-            ModelListing(self.manager, auth),
-            management,
-            self.catalogue,
+            apis,
             bind_host=config.server.host,
             allowed_origins=config.server.allowed_origins,
             allowed_headers=config.server.allowed_headers,
@@ -189,7 +204,10 @@ class Service:
                 flush=True,
             )
         await self.manager.open()
-        return await self.manager.reconcile_declared(declared)
+        report = await self.manager.reconcile_declared(declared)
+        self.activity.open()
+        self.health.state = "ok"
+        return report
 
     async def reload(self) -> ReconcileReport:
         """Re-read the config file and reconcile ``models:``; on any error nothing changes.
@@ -207,9 +225,11 @@ class Service:
         return report
 
     async def close(self) -> None:
+        self.health.state = "stopping"
         await self.downloads.close()
         await self.upstream.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
+        await self.activity.close()
         self.store.close()
 
 

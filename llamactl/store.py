@@ -3,9 +3,10 @@
 ``<data_dir>/llamactl.db`` holds the instances with their options, the ledger
 of process groups llamactl has running (so that a llamactl that died without
 stopping them can clean up at its next start), the API keys with the
-instances they may use, and settings. Its schema is versioned with
-``PRAGMA user_version`` and migrated forward at open; a database that cannot
-be read, or that a newer llamactl wrote, is reported, never replaced.
+instances they may use, settings, and the activity log of the last proxied
+requests. Its schema is versioned with ``PRAGMA user_version`` and migrated
+forward at open; a database that cannot be read, or that a newer llamactl
+wrote, is reported, never replaced.
 
 Reads happen at boot, synchronously: after that, the callers hold what they
 need in memory. Every write goes to one thread that then owns the connection,
@@ -38,7 +39,7 @@ logger = logging.getLogger("llamactl.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 """How long a write waits for another program's lock: off the event loop, so waiting costs no request."""
 
@@ -79,6 +80,24 @@ _GRANTS = """CREATE TABLE {table} (
     instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
     PRIMARY KEY (key_id, instance_id)
 )"""
+_ACTIVITY = (
+    """CREATE TABLE activity (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        instance TEXT NOT NULL,
+        model TEXT,
+        key_name TEXT,
+        endpoint TEXT NOT NULL,
+        method TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        queue_wait_seconds REAL NOT NULL,
+        ttft_seconds REAL,
+        duration_seconds REAL NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER
+    )""",
+    "CREATE INDEX activity_by_instance ON activity (instance, id)",
+)
 
 
 class StoreError(LlamactlError):
@@ -120,6 +139,41 @@ class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     instance_ids: frozenset[int] = frozenset()
 
 
+class ActivityRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One proxied request, as the activity log keeps it: what it was and how long it took, never
+    its prompt or its answer."""
+
+    id: int = 0
+    """Given by ``Store.allocate_activity_id`` when the request is recorded; 0 until then."""
+    time: float
+    """When the request arrived, in Unix seconds."""
+    instance: str
+    model: str | None
+    """The model the request named, cut to ``MAX_ACTIVITY_TEXT`` characters; None when it named none."""
+    key_name: str | None
+    """The API key's name, ``"management"`` for a management key, None when inference auth is off."""
+    endpoint: str
+    """The path without the query, cut to ``MAX_ACTIVITY_TEXT`` characters."""
+    method: str
+    status: int
+    queue_wait_seconds: float
+    ttft_seconds: float | None
+    """Until the first byte of the answer's body; None when it had no body."""
+    duration_seconds: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+MAX_ACTIVITY_TEXT = 200
+"""Characters of a request's model and endpoint the activity log keeps: a client chooses both."""
+_ACTIVITY_COLUMNS = ", ".join(ActivityRecord.__struct_fields__)
+"""The table's columns are the record's fields, in their order."""
+_INSERT_ACTIVITY = (
+    f"INSERT INTO activity ({_ACTIVITY_COLUMNS})"
+    f" VALUES ({', '.join('?' for _ in ActivityRecord.__struct_fields__)})"
+)
+
+
 class _Job(msgspec.Struct):
     what: str
     """What the job does, for the log when it fails: never a value that may be a secret."""
@@ -152,6 +206,7 @@ class Store:
             self._instance_names = {instance_id: name for name, instance_id in self._instance_ids.items()}
             self._next_instance_id = _next_id(db, "instances")
             self._next_key_id = _next_id(db, "api_keys")
+            self._next_activity_id = _next_id(db, "activity")
         except (sqlite3.DatabaseError, OSError) as error:
             raise StoreError(f"cannot use the database {path}: {error}") from None
         self._db = db
@@ -325,6 +380,53 @@ class Store:
 
         return self._write(f"store the setting {name}", insert).result()
 
+    # ------------------------------------------------------------------ the activity log
+
+    def allocate_activity_id(self) -> int:
+        """An id no activity record had before, given when the request is recorded, before its row is
+        written: ids rise in the order requests are recorded, so ``since`` pages through them."""
+        activity_id = self._next_activity_id
+        self._next_activity_id += 1
+        return activity_id
+
+    def insert_activity(self, records: list[ActivityRecord], keep: int) -> Future[None]:
+        """Write records in one transaction, and in it delete the oldest rows past the last ``keep``."""
+        rows = [msgspec.structs.astuple(record) for record in records]
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.executemany(_INSERT_ACTIVITY, rows)
+            newest_dropped = "SELECT id FROM activity ORDER BY id DESC LIMIT 1 OFFSET ?"
+            db.execute(f"DELETE FROM activity WHERE id <= ({newest_dropped})", (keep,))
+
+        return self._write(f"store {len(records)} activity records", insert)
+
+    def activity(self, instance: str | None, since_id: int | None, limit: int) -> list[ActivityRecord]:
+        """At most ``limit`` records, oldest first, of one instance or of all.
+
+        Without ``since_id``, the last ``limit`` records (as ``tail -n``); with it,
+        the first ``limit`` records after that id, so that a reader pages forward
+        from the last id it saw and misses none.
+        """
+        conditions: list[str] = []
+        parameters: list[str | int] = []
+        if instance is not None:
+            conditions.append("instance = ?")
+            parameters.append(instance)
+        if since_id is not None:
+            conditions.append("id > ?")
+            parameters.append(since_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        order = "DESC" if since_id is None else "ASC"  # the last `limit`: taken newest first, then turned
+        sql = f"SELECT {_ACTIVITY_COLUMNS} FROM activity {where} ORDER BY id {order} LIMIT ?"
+        rows = self._read(
+            "read the activity log", lambda db: db.execute(sql, (*parameters, limit)).fetchall()
+        )
+        if since_id is None:
+            rows.reverse()
+        return [
+            ActivityRecord(**dict(zip(ActivityRecord.__struct_fields__, row, strict=True))) for row in rows
+        ]
+
     # ------------------------------------------------------------------ the writer
 
     def close(self) -> None:
@@ -435,7 +537,13 @@ def _to_version_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS api_key_instances_by_instance ON api_key_instances (instance_id)")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2)
+def _to_version_3(db: sqlite3.Connection) -> None:
+    """The activity log: one row per proxied request, the last ``activity.retention`` kept."""
+    for statement in _ACTIVITY:
+        db.execute(statement)
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2, _to_version_3)
 """``_MIGRATIONS[n]`` takes a database from version n to n + 1; a new file runs them all."""
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

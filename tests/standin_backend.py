@@ -24,6 +24,8 @@ import sys
 import time
 
 STREAM_CHUNKS = 5
+PROMPT_TOKENS = 7
+"""What every answer's usage says the prompt had."""
 
 
 def parse_faults() -> dict[str, str]:
@@ -110,6 +112,11 @@ class StandIn:
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
             ],
+            "usage": {
+                "prompt_tokens": PROMPT_TOKENS,
+                "completion_tokens": 1,
+                "total_tokens": PROMPT_TOKENS + 1,
+            },
         }
 
     async def stream(self, writer: asyncio.StreamWriter, request: dict[str, object]) -> None:
@@ -128,6 +135,12 @@ class StandIn:
                 await writer.drain()
                 if delay:
                     await asyncio.sleep(delay)
+            options = request.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                # As OpenAI and llama-server send it: a last chunk with no choices and the usage.
+                usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": index + 1}
+                event = {"model": request.get("model"), "choices": [], "usage": usage}
+                self.write_chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
         except (ConnectionResetError, BrokenPipeError):
             print(
                 f"standin: stream cancelled by the client after {index} chunks", file=sys.stderr, flush=True

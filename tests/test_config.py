@@ -95,6 +95,7 @@ def test_no_file_at_all_gives_the_defaults(machine: Machine) -> None:
     assert config.backends.vllm.docker.args[-1] == f"{data_dir}/huggingface:/root/.cache/huggingface"
     assert config.nodes == {"main": NodeConfig()}
     assert config.auth.require_management_auth and config.auth.management_keys == []
+    assert config.activity.retention == 1000
 
 
 def test_macos_keeps_data_in_application_support(machine: Machine) -> None:
@@ -308,6 +309,7 @@ ENV_CASES: list[tuple[str, str, tuple[str, ...], Any]] = [
     ("LLAMACTL_SWAP_FAIRNESS_WINDOW", "2.5", ("instances", "swap_fairness_window"), 2.5),
     ("LLAMACTL_SEND_LOADING_STATE", "true", ("instances", "send_loading_state"), True),
     ("LLAMACTL_TIMEOUT_CHECK_INTERVAL", "0.05", ("instances", "timeout_check_interval"), 0.05),
+    ("LLAMACTL_METRICS_PUBLIC", "true", ("metrics", "public"), True),
     ("LLAMACTL_MEMORY_BUDGET", "85%", ("instances", "memory_budget"), "85%"),
     ("LLAMACTL_LOGS_DIR", "/var/log/llamactl", ("instances", "logs_dir"), "/var/log/llamactl"),
     ("LLAMACTL_LOG_ROTATION_ENABLED", "1", ("instances", "log_rotation_enabled"), True),
@@ -315,6 +317,7 @@ ENV_CASES: list[tuple[str, str, tuple[str, ...], Any]] = [
     ("LLAMACTL_LOG_ROTATION_COMPRESS", "true", ("instances", "log_rotation_compress"), True),
     ("LLAMACTL_LOG_ROTATION_BACKUPS", "2", ("instances", "log_rotation_backups"), 2),
     ("LLAMACTL_DATABASE_PATH", "/srv/db.sqlite", ("database", "path"), "/srv/db.sqlite"),
+    ("LLAMACTL_ACTIVITY_RETENTION", "50", ("activity", "retention"), 50),
     ("LLAMACTL_REQUIRE_INFERENCE_AUTH", "false", ("auth", "require_inference_auth"), False),
     ("LLAMACTL_REQUIRE_MANAGEMENT_AUTH", "false", ("auth", "require_management_auth"), False),
     ("LLAMACTL_MANAGEMENT_KEYS", "k1, k2,", ("auth", "management_keys"), ["k1", "k2"]),
@@ -362,6 +365,7 @@ def test_an_empty_variable_counts_as_unset(machine: Machine) -> None:
         ),
         ("LLAMACTL_TIMEOUT_CHECK_INTERVAL", "nan", "instances.timeout_check_interval: invalid value 'nan'"),
         ("LLAMACTL_MAX_INSTANCES", "-2", "instances.max_instances: Expected `int` >= -1"),
+        ("LLAMACTL_ACTIVITY_RETENTION", "0", "activity.retention: Expected `int` >= 1"),
         ("LLAMACTL_LLAMACPP_ENV", "A=1,B", "backends.llama-cpp.environment: invalid value 'A=1,B'"),
     ],
 )

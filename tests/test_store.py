@@ -16,7 +16,15 @@ import pytest
 
 from llamactl import store as store_module
 from llamactl.instance.options import instance_options_from_json
-from llamactl.store import SCHEMA_VERSION, InstanceRecord, KeyRecord, ProcessRecord, Store, StoreError
+from llamactl.store import (
+    SCHEMA_VERSION,
+    InstanceRecord,
+    KeyRecord,
+    ProcessRecord,
+    Store,
+    StoreError,
+)
+from tests.activity_helpers import activity_record
 
 OPTIONS = instance_options_from_json(
     {"backend_type": "llama_cpp", "backend_options": {"model": "/m.gguf"}, "environment": {"A": "1"}}
@@ -101,6 +109,25 @@ def old_database(path: Path, with_instances: bool = True) -> None:
     db.close()
 
 
+def version_2_database(path: Path) -> None:
+    """A database as llamactl left it at schema version 2: an instance and a key granted it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for step in store_module._MIGRATIONS[:2]:
+        step(db)
+    db.execute("PRAGMA user_version=2")
+    db.execute(
+        "INSERT INTO instances (name, created, options) VALUES (?, ?, ?)",
+        ("alpha", 100.0, msgspec.json.encode(OPTIONS).decode()),
+    )
+    db.execute(
+        "INSERT INTO api_keys (name, key_sha256, permission_mode, created_at) VALUES (?, ?, ?, ?)",
+        ("k", b"digest", "per_instance", 1),
+    )
+    db.execute("INSERT INTO api_key_instances (key_id, instance_id) VALUES (1, 1)")
+    db.close()
+
+
 def user_version(path: Path) -> int:
     with sqlite3.connect(path) as db:
         version: int = db.execute("PRAGMA user_version").fetchone()[0]
@@ -141,6 +168,21 @@ def test_a_database_of_the_old_code_opens_with_its_instances_processes_keys_and_
     reopened = Store(path)  # a migrated database opens as it is
     assert [record.name for record in reopened.load_instances()] == ["alpha", "beta", "gamma"]
     reopened.close()
+
+
+def test_a_version_2_database_gets_the_activity_log_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "llamactl.db"
+    version_2_database(path)
+    store = Store(path)
+    assert [record.name for record in store.load_instances()] == ["alpha"]
+    assert [record.instance_ids for record in store.load_keys()] == [frozenset({1})]
+    assert store.activity(None, None, 10) == []
+    record = activity_record(store)
+    assert record.id == 1
+    store.insert_activity([record], keep=10).result(timeout=10)
+    assert store.activity(None, None, 10) == [record]
+    store.close()
+    assert user_version(path) == SCHEMA_VERSION == 3
 
 
 def test_a_database_with_only_the_unversioned_key_tables_is_migrated(tmp_path: Path) -> None:
@@ -253,6 +295,46 @@ def test_deleting_an_instance_deletes_its_grants_in_the_database(tmp_path: Path)
     store = Store(path)
     assert [record.instance_ids for record in store.load_keys()] == [frozenset({beta})]
     store.close()
+
+
+# --- the activity log ---
+
+
+def test_activity_is_read_oldest_first_by_instance_and_since_an_id(tmp_path: Path) -> None:
+    store = Store(tmp_path / "llamactl.db")
+    records = [
+        activity_record(store, "alpha" if number % 3 else "beta", status=200 + number) for number in range(10)
+    ]
+    store.insert_activity(records[:4], keep=100)
+    store.insert_activity(records[4:], keep=100)
+    assert store.activity(None, None, 100) == records  # every field as it was recorded
+    assert store.activity(None, None, 3) == records[-3:]  # the last three, still oldest first
+    betas = [record for record in records if record.instance == "beta"]
+    assert store.activity("beta", None, 100) == betas
+    assert store.activity("beta", None, 2) == betas[-2:]
+    assert store.activity(None, records[4].id, 3) == records[5:8]  # the first three after the id
+    assert store.activity("alpha", records[4].id, 100) == [r for r in records[5:] if r.instance == "alpha"]
+    assert store.activity(None, records[-1].id, 100) == []
+    assert store.activity("gamma", None, 100) == []
+    assert store.activity(None, None, 0) == []
+    store.close()
+
+
+def test_activity_keeps_the_last_rows_and_never_reuses_an_id(tmp_path: Path) -> None:
+    path = tmp_path / "llamactl.db"
+    store = Store(path)
+    written = []
+    for _ in range(5):
+        batch = [activity_record(store, model=None, key_name=None, ttft_seconds=None) for _ in range(7)]
+        store.insert_activity(batch, keep=10)
+        written += batch
+    assert store.activity(None, None, 100) == written[-10:]
+    store.close()
+    store = Store(path)
+    assert store.allocate_activity_id() == written[-1].id + 1
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM activity").fetchone() == (10,)
 
 
 # --- the writer: off the caller's thread, failures reported ---

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import StrEnum
 
 import msgspec
@@ -34,8 +35,15 @@ class InstanceEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     status: str | None = None
     previous: str | None = None
     reason: str | None = None
+    """For people: ``evicted for qwen``, ``exited with code 1 (crashed)``."""
+    cause: str | None = None
+    """For programs (the metrics): ``on_demand``, ``api``, ``restart``, ``ready``, ``start_failed``,
+    ``crash``, ``exit``, or a stop's reason (``api``, ``idle``, ``evicted``, ``reload``, ``shutdown``)."""
     queued: int | None = None
     in_flight: int | None = None
+
+
+EventListener = Callable[[InstanceEvent], None]
 
 
 class EventBus:
@@ -43,6 +51,11 @@ class EventBus:
         self._ring: deque[InstanceEvent] = deque(maxlen=ring_size)
         self._next_id = 1
         self._changed = asyncio.Event()
+        self._listeners: list[EventListener] = []
+
+    def listen(self, listener: EventListener) -> None:
+        """Call ``listener`` with every event as it is published, on the event loop (it must not block)."""
+        self._listeners.append(listener)
 
     def publish(
         self,
@@ -52,6 +65,7 @@ class EventBus:
         status: str | None = None,
         previous: str | None = None,
         reason: str | None = None,
+        cause: str | None = None,
         queued: int | None = None,
         in_flight: int | None = None,
     ) -> InstanceEvent:
@@ -63,11 +77,14 @@ class EventBus:
             status=status,
             previous=previous,
             reason=reason,
+            cause=cause,
             queued=queued,
             in_flight=in_flight,
         )
         self._next_id += 1
         self._ring.append(event)
+        for listener in self._listeners:
+            listener(event)
         # Wake every subscriber, then arm the next wake-up.
         self._changed.set()
         self._changed = asyncio.Event()

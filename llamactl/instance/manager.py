@@ -789,7 +789,12 @@ class InstanceManager:
     def _transitioned(self, instance: _Instance, old: Lifecycle, new: Lifecycle, event: Event) -> None:
         reason = self._reason(instance, old, new, event)
         self.events.publish(
-            EventKind.STATUS, instance.name, status=new.status.value, previous=old.status.value, reason=reason
+            EventKind.STATUS,
+            instance.name,
+            status=new.status.value,
+            previous=old.status.value,
+            reason=reason,
+            cause=_cause(old, event),
         )
         if new.status is not old.status:
             logger.info("%s: %s -> %s (%s)", instance.name, old.status.value, new.status.value, reason)
@@ -971,6 +976,24 @@ class InstanceManager:
                 await self.stop_idle()
             except Exception:
                 logger.exception("idle stop failed; trying again in %s s", self.settings.idle_check_interval)
+
+
+def _cause(old: Lifecycle, event: Event) -> str:
+    """What made a transition, as the metrics count it."""
+    match event:
+        case Start(manual=manual):
+            return "api" if manual else "on_demand"
+        case Stop(reason=reason):
+            return reason.name.lower()
+        case Restart():
+            return "restart"
+        case Ready():
+            return "ready"
+        case StartFailedEvent():
+            return "start_failed"
+        case Exited():
+            return "crash" if old.phase is Phase.RUNNING else "exit"
+    return type(event).__name__.lower()
 
 
 def _log_boot_start(name: str) -> Callable[[asyncio.Future[None]], None]:

@@ -15,27 +15,20 @@ from llamactl.server.asgi import Receive, Scope, Send, header, send_error
 from llamactl.server.auth import Authenticator
 from llamactl.server.errors import management_body
 from llamactl.server.gate import policies
-from llamactl.server.management import ManagementApi
-from llamactl.server.models import ModelListing
-from llamactl.server.models_api import ModelsApi
-from llamactl.server.proxy import Proxy
-from llamactl.server.routes import Endpoint, build_router, route_table
+from llamactl.server.routes import Apis, Endpoint, build_router, route_table
 
 
 class LlamactlApp:
     def __init__(
         self,
         auth: Authenticator,
-        proxy: Proxy,
-        models: ModelListing,
-        management: ManagementApi,
-        catalogue: ModelsApi,
+        apis: Apis,
         bind_host: str,
         allowed_origins: list[str],
         allowed_headers: list[str],
     ) -> None:
         self.guard_host = is_loopback(bind_host)
-        self.table: list[Endpoint] = route_table(management, proxy, models, catalogue)
+        self.table: list[Endpoint] = route_table(apis)
         self._router = build_router(self.table, policies(auth, allowed_origins), allowed_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

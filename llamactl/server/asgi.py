@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
-from llamactl.errors import HttpError, LlamactlError
+from llamactl.errors import HttpError, LlamactlError, echo
 from llamactl.server.errors import retry_after
 
 Scope = MutableMapping[str, Any]
@@ -21,6 +21,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ErrorBody = Callable[[LlamactlError], bytes]
 """Renders an error in one family's shape (``management_body`` or ``openai_body``)."""
+Default = TypeVar("Default", int, None)
 
 
 class ClientGone(Exception):
@@ -36,6 +37,22 @@ def whole_number(text: str, maximum: int) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)) or int(text) > maximum:
         return None
     return int(text)
+
+
+def number_parameter(text: str | None, name: str, default: Default, maximum: int) -> int | Default:
+    """A query parameter that is a whole number from 0 to ``maximum``, ``default`` when absent;
+    anything else is a 400 that names the parameter."""
+    if text is None:
+        return default
+    number = whole_number(text, maximum)
+    if number is None:
+        raise HttpError(
+            400,
+            "invalid_parameter",
+            f"{name} must be a whole number from 0 to {maximum}; got {echo(text)}",
+            field=name,
+        )
+    return number
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -19,7 +19,7 @@ from llamactl.instance.manager import InstanceManager, ReconcileReport
 from llamactl.instance.memory_probe import SystemMemory, system_memory
 from llamactl.instance.options import check_instance_name, instance_options_from_json
 from llamactl.server.api_keys import ApiKeyInfo, ApiKeyStore, CreateKeyRequest
-from llamactl.server.asgi import whole_number
+from llamactl.server.asgi import number_parameter, whole_number
 from llamactl.server.json_body import json_response, read_json
 from llamactl.server.models_api import ModelsApi
 
@@ -131,7 +131,7 @@ class ManagementApi:
     async def logs(self, request: Request) -> Response:
         """The last ``lines`` lines as text; with ``follow=true``, then every new line as SSE."""
         name = request.path_params["name"]
-        lines = _log_lines(request.query_params.get("lines"))
+        lines = number_parameter(request.query_params.get("lines"), "lines", DEFAULT_LOG_LINES, MAX_LOG_LINES)
         self.manager.get(name)  # 404 here rather than in the worker thread
         # Reading rotated files can take a while: never on the event loop.
         tail = await asyncio.to_thread(self.manager.log_tail, name, lines)
@@ -224,21 +224,6 @@ def _key_id(request: Request) -> int:
     if key_id is None:
         raise HttpError(404, "not_found", f"no API key with id {echo(text)}", field="id")
     return key_id
-
-
-def _log_lines(text: str | None) -> int:
-    """``?lines=``: a whole number, at most MAX_LOG_LINES."""
-    if text is None:
-        return DEFAULT_LOG_LINES
-    lines = whole_number(text, MAX_LOG_LINES)
-    if lines is None:
-        raise HttpError(
-            400,
-            "invalid_parameter",
-            f"lines must be a whole number from 0 to {MAX_LOG_LINES}; got {echo(text)}",
-            field="lines",
-        )
-    return lines
 
 
 async def _log_events(tail: list[str], follow: AsyncIterator[str]) -> AsyncIterator[bytes]:

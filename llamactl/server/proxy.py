@@ -17,6 +17,9 @@ and forwards while holding it, so the instance is not stopped mid-answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
@@ -37,8 +40,9 @@ from llamactl.server.auth import Authenticator, Principal
 from llamactl.server.errors import management_body, openai_body
 from llamactl.server.json_body import decode_json, require_json
 from llamactl.server.models import backend_model
+from llamactl.server.request_outcome import CLIENT_CLOSED, OutcomeObserver, RequestOutcome, openai_endpoint
 from llamactl.server.targets import origin_form, raw_path, split_raw
-from llamactl.server.upstream import Target, Upstream
+from llamactl.server.upstream import Exchange, Target, Upstream
 from llamactl.server.waiting_stream import WaitingStream
 
 # The top-level members of the body, each kept as its raw JSON bytes: only `model` is decoded.
@@ -56,8 +60,11 @@ class Proxy:
         max_body_bytes: int,
         response_headers: dict[str, list[tuple[bytes, bytes]]],
         send_loading_state: bool = False,
+        observers: Sequence[OutcomeObserver] = (),
     ) -> None:
         self.manager = manager
+        self.observers = tuple(observers)
+        """Told each request's outcome: the metrics, the activity log."""
         self.auth = auth
         self.upstream = upstream
         self.max_body_bytes = max_body_bytes
@@ -68,6 +75,7 @@ class Proxy:
 
     async def openai(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``POST /v1/*``: to the instance the body's ``model`` names."""
+        arrived = time.perf_counter()
         target = origin_form(raw_path(scope), scope["query_string"])
         require_json(header(scope, b"content-type"))
         body = await read_body(receive, self.max_body_bytes)
@@ -85,7 +93,9 @@ class Proxy:
         except InstanceNotFound as error:
             raise HttpError(error.status, error.code, error.message, field="model") from None
         waiting = WaitingStream(send, requested, self._loading_state(info)) if _streamed(members) else None
-        async with cancelled_when_client_leaves(receive):
+        endpoint = openai_endpoint(scope["path"])
+        observed = _Observed(arrived, scope, info, endpoint, requested, principal) if self.observers else None
+        async with cancelled_when_client_leaves(receive), self._observing(observed):
             try:
                 progress = waiting.report if waiting is not None else None
                 async with self.manager.lease(name, progress=progress) as leased:
@@ -94,11 +104,13 @@ class Proxy:
                         members["model"] = msgspec.Raw(msgspec.json.encode(served))
                         body = msgspec.json.encode(members)
                     head_sent = waiting is not None and waiting.head_sent
-                    await self._forward(scope, send, leased, target, body, head_sent=head_sent)
+                    await self._forward(scope, send, leased, target, body, observed, head_sent=head_sent)
             except LlamactlError as error:
                 if waiting is None or not waiting.head_sent:
                     raise
                 await waiting.fail(openai_body(error))  # the 200 is out: the error ends the stream
+                if observed is not None:
+                    observed.status = error.status
 
     def _loading_state(self, info: InstanceInfo) -> bool:
         configured = info.options.send_loading_state
@@ -106,10 +118,12 @@ class Proxy:
 
     async def llama_cpp(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``/llama-cpp/{name}/*``: llama-server's own endpoints, started on demand."""
+        arrived = time.perf_counter()
         name, rest = _split(scope, b"/llama-cpp/")
         target = origin_form(rest, scope["query_string"])
         self._check_permission(principal, name, "name")
-        backend_type = self.manager.get(name).options.backend_type
+        info = self.manager.get(name)
+        backend_type = info.options.backend_type
         if backend_type is not BackendType.LLAMA_CPP:
             raise HttpError(
                 404,
@@ -118,17 +132,30 @@ class Proxy:
                 field="name",
             )
         body = await read_body(receive, self.max_body_bytes)
-        async with cancelled_when_client_leaves(receive), self.manager.lease(name) as leased:
-            await self._forward(scope, send, leased, target, body)
+        observed = (
+            _Observed(arrived, scope, info, "/llama-cpp/*", None, principal) if self.observers else None
+        )
+        async with (
+            cancelled_when_client_leaves(receive),
+            self._observing(observed),
+            self.manager.lease(name) as leased,
+        ):
+            await self._forward(scope, send, leased, target, body, observed)
 
     async def instance(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         """``/api/v1/instances/{name}/proxy/*``: the backend's own API; never starts the instance."""
+        arrived = time.perf_counter()
         name, rest = _split(scope, b"/api/v1/instances/", b"proxy/")
         target = origin_form(rest, scope["query_string"])
-        self.manager.get(name)  # 404 before the body is read
+        info = self.manager.get(name)  # 404 before the body is read
         body = await read_body(receive, self.max_body_bytes)
-        async with cancelled_when_client_leaves(receive), self.manager.lease(name, on_demand=False) as leased:
-            await self._forward(scope, send, leased, target, body, management_body)
+        observed = _Observed(arrived, scope, info, "/proxy/*", None, principal) if self.observers else None
+        async with (
+            cancelled_when_client_leaves(receive),
+            self._observing(observed),
+            self.manager.lease(name, on_demand=False) as leased,
+        ):
+            await self._forward(scope, send, leased, target, body, observed, management_body)
 
     def _check_permission(self, principal: Principal, name: str, field: str) -> None:
         if not self.auth.can_use(principal, name):
@@ -143,13 +170,91 @@ class Proxy:
         leased: Leased,
         target: str,
         body: bytes,
+        observed: _Observed | None,
         error_body: ErrorBody = openai_body,
         head_sent: bool = False,
     ) -> None:
+        if observed is not None:
+            observed.admitted = time.perf_counter()
         extra_headers = self.response_headers.get(leased.info.options.backend_type.value, [])
-        await self.upstream.forward(
+        exchange = await self.upstream.forward(
             scope, send, Target(leased.host, leased.port, target), body, extra_headers, error_body, head_sent
         )
+        if observed is not None:
+            observed.exchange = exchange
+
+    @contextlib.asynccontextmanager
+    async def _observing(self, observed: _Observed | None) -> AsyncIterator[None]:
+        """Tell the observers how the request ended, however it ends."""
+        if observed is None:
+            yield
+            return
+        try:
+            yield
+        except LlamactlError as error:
+            observed.status = error.status
+            raise
+        except asyncio.CancelledError:
+            observed.status = CLIENT_CLOSED
+            raise
+        finally:
+            outcome = observed.outcome()
+            for observer in self.observers:
+                observer(outcome)
+
+
+class _Observed:
+    """One request as it goes, for its ``RequestOutcome``."""
+
+    def __init__(
+        self,
+        arrived: float,
+        scope: Scope,
+        info: InstanceInfo,
+        endpoint: str,
+        model: str | None,
+        principal: Principal,
+    ) -> None:
+        self.arrived = arrived
+        self.method: str = scope["method"]
+        self.wall = time.time()
+        self.info = info
+        self.endpoint = endpoint
+        self.model = model
+        self.key_name = _key_name(principal)
+        self.admitted: float | None = None
+        self.exchange: Exchange | None = None
+        self.status = 0
+        """Set when the request ended without an answer from the backend (an error, the client left)."""
+
+    def outcome(self) -> RequestOutcome:
+        ended = time.perf_counter()
+        exchange = self.exchange
+        usage = exchange.usage if exchange is not None else None
+        first_byte = exchange.first_byte if exchange is not None else None
+        status = self.status or (exchange.status if exchange is not None else 0) or CLIENT_CLOSED
+        return RequestOutcome(
+            time=self.wall,
+            instance=self.info.name,
+            backend=self.info.options.backend_type.value,
+            endpoint=self.endpoint,
+            method=self.method,
+            model=self.model,
+            key_name=self.key_name,
+            status=status,
+            queue_wait_seconds=(self.admitted or ended) - self.arrived,
+            ttfb_seconds=first_byte - self.arrived if first_byte is not None else None,
+            streamed=exchange is not None and exchange.streamed,
+            duration_seconds=ended - self.arrived,
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
+            completion_tokens=usage.completion_tokens if usage is not None else None,
+        )
+
+
+def _key_name(principal: Principal) -> str | None:
+    if principal.api_key is not None:
+        return principal.api_key.name
+    return "management" if principal.management else None
 
 
 def _split(scope: Scope, prefix: bytes, marker: bytes = b"") -> tuple[str, bytes]:

@@ -23,12 +23,14 @@ from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
 from llamactl.models.download_request import DownloadRequest
 from llamactl.models.downloads import DownloadJob
+from llamactl.server.activity import ActivityList, ActivityLog
 from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
 from llamactl.server.asgi import Receive, Scope, Send, send_error
 from llamactl.server.auth import Principal
 from llamactl.server.errors import management_body
 from llamactl.server.events_stream import EventsStream
 from llamactl.server.gate import Family, Gate, Handler, Policy
+from llamactl.server.health import Health, HealthStatus
 from llamactl.server.management import (
     CreatedKey,
     KeyPermission,
@@ -36,6 +38,7 @@ from llamactl.server.management import (
     ParseCommandRequest,
     SystemInfo,
 )
+from llamactl.server.metrics import Metrics
 from llamactl.server.models import ModelList, ModelListing
 from llamactl.server.models_api import (
     CatalogueModel,
@@ -104,9 +107,28 @@ def respond(endpoint: Callable[[Request], Awaitable[Response]]) -> Handler:
     return handler
 
 
-def route_table(
-    management: ManagementApi, proxy: Proxy, models: ModelListing, catalogue: ModelsApi
-) -> list[Endpoint]:
+class Apis(msgspec.Struct, frozen=True, kw_only=True):
+    """Every handler the table routes to, as the service wires them."""
+
+    management: ManagementApi
+    proxy: Proxy
+    models: ModelListing
+    catalogue: ModelsApi
+    activity: ActivityLog
+    metrics: Metrics
+    health: Health
+    metrics_public: bool = False
+    """``metrics.public``: /metrics without a key, for a scraper on the same host."""
+
+
+def route_table(apis: Apis) -> list[Endpoint]:
+    management, proxy, models, catalogue, activity = (
+        apis.management,
+        apis.proxy,
+        apis.models,
+        apis.catalogue,
+        apis.activity,
+    )
     instance = "/api/v1/instances/{name}"
     mgmt = Family.MANAGEMENT
     docs = ApiDocs(lambda: table)
@@ -150,6 +172,34 @@ def route_table(
             summary="The backend's own API of a running instance; never starts it",
             media=(BACKEND,),
             errors=(400, 404, 413, 502, 503, 504),
+        ),
+        Endpoint(
+            path="/metrics",
+            methods=("GET",),
+            family=Family.PUBLIC if apis.metrics_public else mgmt,
+            handler=apis.metrics.endpoint,
+            operation="metrics",
+            summary="Prometheus metrics: requests, queue waits, TTFT, tokens, lifecycle, memory, the process",
+            media=(TEXT,),
+        ),
+        Endpoint(
+            path="/healthz",
+            methods=("GET",),
+            family=Family.PUBLIC,
+            handler=apis.health.alive,
+            operation="healthz",
+            summary="llamactl is alive",
+            response=HealthStatus,
+        ),
+        Endpoint(
+            path="/readyz",
+            methods=("GET",),
+            family=Family.PUBLIC,
+            handler=apis.health.ready,
+            operation="readyz",
+            summary="llamactl has booted and serves (503 while it starts or stops)",
+            response=HealthStatus,
+            errors=(503,),
         ),
         Endpoint(
             path="/api/v1/openapi.json",
@@ -475,6 +525,21 @@ def route_table(
             summary="One model of the catalogue, with all its metadata",
             response=CatalogueModelDetails,
             errors=(404,),
+        ),
+        Endpoint(
+            path="/api/v1/activity",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(activity.list_activity),
+            operation="list_activity",
+            summary="The last proxied requests, oldest first: instance, model, key, status, timings, tokens",
+            response=ActivityList,
+            errors=(400,),
+            query=(
+                QueryParam("instance", "string", "Only this instance's requests"),
+                QueryParam("since", "integer", "The first `limit` records after this id (to follow the log)"),
+                QueryParam("limit", "integer", "How many records (default 100, at most 1000)"),
+            ),
         ),
     ]
     return table

@@ -13,6 +13,8 @@ re-buffering. What it guarantees:
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from llamactl.errors import HttpError
@@ -49,6 +51,51 @@ class Target(msgspec.Struct, frozen=True):
     path: str
 
 
+class Usage(msgspec.Struct, frozen=True):
+    """The token counts of an OpenAI-style answer's ``usage`` member."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _WithUsage(msgspec.Struct):
+    usage: Usage | None = None
+
+
+class Exchange(msgspec.Struct):
+    """What one forwarded request came to, for the metrics and the activity log."""
+
+    status: int = 0
+    """The status the client got; 0 while none was sent."""
+    first_byte: float | None = None
+    """``time.perf_counter()`` when the first byte of the answer's body went to the client."""
+    streamed: bool = False
+    """The answer is an event stream: its first byte is the first token's (TTFT)."""
+    usage: Usage | None = None
+    """From a whole answer's ``usage``, or from the last event of a stream that carried one."""
+
+
+USAGE_MARKER = b'"usage"'
+
+
+def usage_of(json_text: bytes) -> Usage | None:
+    """The ``usage`` of an answer's JSON, or None (not JSON, no usage): only that member is decoded."""
+    if USAGE_MARKER not in json_text:
+        return None
+    try:
+        return msgspec.json.decode(json_text, type=_WithUsage).usage
+    except msgspec.MsgspecError:
+        return None
+
+
+def _usage_of_event(chunk: bytes) -> Usage | None:
+    """The usage in the last ``data:`` line of a stream chunk that holds one."""
+    for line in reversed(chunk.split(b"\n")):
+        if line.startswith(b"data:") and USAGE_MARKER in line:
+            return usage_of(line[5:])
+    return None
+
+
 class Upstream:
     """Forwards requests to backends over pooled keep-alive connections."""
 
@@ -68,7 +115,7 @@ class Upstream:
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
         head_sent: bool = False,
-    ) -> None:
+    ) -> Exchange:
         """Send ``body`` to the backend with the client's method and headers; stream the answer back.
 
         ``head_sent``: a 200 event stream's head already went out (while the
@@ -77,7 +124,9 @@ class Upstream:
         The caller cancels this when the client leaves (``cancelled_when_client_leaves``).
         """
         headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
-        await self._exchange(scope, send, target, body, headers, response_headers, error_body, head_sent)
+        exchange = Exchange(status=200 if head_sent else 0)
+        await self._exchange(scope, send, target, body, headers, response_headers, error_body, exchange)
+        return exchange
 
     async def _exchange(
         self,
@@ -88,9 +137,10 @@ class Upstream:
         headers: list[tuple[bytes, bytes]],
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
-        head_sent: bool,
+        exchange: Exchange,
     ) -> None:
         response: Response | None = None
+        head_sent = exchange.status != 0
         started = head_sent
         relaying = False  # the backend's own body is going out: a failure now ends it, nothing more is said
         try:
@@ -98,6 +148,7 @@ class Upstream:
                 target.host, target.port, scope["method"], target.path, headers, body, self._idle_timeout
             )
             streaming = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
+            exchange.streamed = streaming
             if head_sent and not (streaming and response.status == 200):
                 answer = (await response.read(self._idle_timeout))[:ECHOED_ANSWER_BYTES]
                 message = f"the backend answered {response.status}: {answer.decode(errors='replace')}"
@@ -112,14 +163,22 @@ class Upstream:
             if not streaming and length is not None and length.isdigit() and int(length) <= WHOLE_BODY_LIMIT:
                 # A small complete answer: one write to the client instead of three.
                 whole = await response.read(self._idle_timeout)
+                exchange.status = response.status
                 await send(start)
+                exchange.first_byte = time.perf_counter()
                 await send({"type": "http.response.body", "body": whole, "more_body": False})
+                exchange.usage = usage_of(whole)
                 return
             if not head_sent:
+                exchange.status = response.status
                 await send(start)
             started = relaying = True
             try:
                 async for chunk in response.chunks(self._idle_timeout):
+                    if exchange.first_byte is None:
+                        exchange.first_byte = time.perf_counter()
+                    if USAGE_MARKER in chunk:  # the last event of a stream, when the backend sends usage
+                        exchange.usage = _usage_of_event(chunk) or exchange.usage
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (UpstreamClosed, TimeoutError) as failure:
                 # The status is sent: the client learns of the failure from the end of the stream.
@@ -139,6 +198,7 @@ class Upstream:
                 (504, "did not answer in time") if isinstance(failure, TimeoutError) else (502, "failed")
             )
             error = HttpError(status, "backend_error", f"the backend {reason}: {failure}")
+            exchange.status = status
             await send_error(send, error, error_body)
         finally:
             if response is not None:

@@ -230,7 +230,8 @@ def test_sigterm_ignored_is_killed_after_the_grace_with_its_grandchild(tmp_path:
             began = time.monotonic()
             await m.stop("alpha")
             assert time.monotonic() - began < 3
-            assert not alive(backend) and not alive(grandchild)
+            # SIGKILL is sent by then; on a loaded machine the kernel may take a moment to end them.
+            await eventually(lambda: not alive(backend) and not alive(grandchild), timeout=1.0)
 
     run(scenario)
 

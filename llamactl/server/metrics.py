@@ -1,0 +1,256 @@
+"""``GET /metrics``: what llamactl sees, in Prometheus's text format, through prometheus_client.
+
+Three kinds of figures, each labelled by ``instance`` (and ``backend``):
+
+- per request, counted as each one ends (``observe``, a ``RequestOutcome``):
+  requests by endpoint and status, queue wait, time to the first byte of the
+  answer (TTFT for streams), duration, prompt and completion tokens;
+- per transition, counted from the manager's events as they are published:
+  starts by cause, stops by reason (evictions are stops for ``evicted``),
+  crashes;
+- per instance, read when scraped (nothing on the hot path): the state as one
+  gauge per state, requests in flight and queued, restarts, the estimated and
+  measured memory, the context it runs with; and llamactl's own process.
+
+Labels are bounded: instances that exist, known endpoints, status codes.
+Per-key figures are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from llamactl.instance.events import EventKind, InstanceEvent
+from llamactl.instance.manager import InstanceManager
+from llamactl.instance.status import InstanceStatus
+from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.auth import Principal
+from llamactl.server.request_outcome import RequestOutcome
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The text format every Prometheus version and promtool read."""
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Seconds: from a proxied health check to a long generation or a cold start."""
+DELETED = "deleted"
+"""The status the manager publishes when an instance is deleted."""
+STARTS = frozenset({"on_demand", "api", "restart"})
+STOP_REASONS = frozenset({"api", "idle", "evicted", "reload", "shutdown"})
+LEAVING = frozenset({InstanceStatus.SHUTTING_DOWN.value, InstanceStatus.STOPPED.value})
+"""A stop is counted when an instance enters one of these, not as it moves on between them."""
+
+
+class Metrics:
+    def __init__(self, manager: InstanceManager) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        labels = ["instance", "backend"]
+        self.requests = Counter(
+            "llamactl_requests",
+            "Requests proxied to an instance, by endpoint and status (499: the client left).",
+            [*labels, "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "llamactl_queue_wait_seconds",
+            "From a request's arrival to its admission: a start, a swap or a queue included.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.first_byte = Histogram(
+            "llamactl_time_to_first_byte_seconds",
+            "Streamed answers: from the request's arrival to the first byte of the stream (TTFT).",
+            [*labels, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "llamactl_request_duration_seconds",
+            "From a request's arrival to the end of its answer.",
+            [*labels, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "llamactl_prompt_tokens",
+            "Prompt tokens, from the answers' usage.",
+            labels,
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "llamactl_completion_tokens",
+            "Completion tokens, from the answers' usage.",
+            labels,
+            registry=self.registry,
+        )
+        self.starts = Counter(
+            "llamactl_instance_starts",
+            "Starts, by cause: on_demand, api, restart (after a crash or a restart request).",
+            ["instance", "cause"],
+            registry=self.registry,
+        )
+        self.stops = Counter(
+            "llamactl_instance_stops",
+            "Stops, by reason: api, idle, evicted (a swap or memory pressure), reload, shutdown.",
+            ["instance", "reason"],
+            registry=self.registry,
+        )
+        self.crashes = Counter(
+            "llamactl_instance_crashes",
+            "Backends that exited while running, or failed to start.",
+            ["instance", "kind"],
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, str, str], _Children] = {}
+        self._requests: dict[tuple[str, str, str, int], Any] = {}
+        self._lifecycle: set[tuple[Counter, tuple[str, str]]] = set()
+        """The lifecycle counters' label values seen, to remove a deleted instance's."""
+        self.registry.register(_InstanceCollector(manager))
+        manager.events.listen(self.transitioned)
+
+    def observe(self, outcome: RequestOutcome) -> None:
+        # The labelled children are looked up once per (instance, endpoint): prometheus_client's
+        # labels() costs microseconds each time, on every request's path.
+        key = (outcome.instance, outcome.backend, outcome.endpoint)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = self._labelled(*key)
+        queue_wait, first_byte, duration, prompt_tokens, completion_tokens = children
+        counted = (*key, outcome.status)
+        requests = self._requests.get(counted)
+        if requests is None:
+            requests = self._requests[counted] = self.requests.labels(*key, str(outcome.status))
+        requests.inc()
+        queue_wait.observe(outcome.queue_wait_seconds)
+        if outcome.streamed and outcome.ttfb_seconds is not None:
+            first_byte.observe(outcome.ttfb_seconds)
+        duration.observe(outcome.duration_seconds)
+        if outcome.prompt_tokens:
+            prompt_tokens.inc(outcome.prompt_tokens)
+        if outcome.completion_tokens:
+            completion_tokens.inc(outcome.completion_tokens)
+
+    def _labelled(self, instance: str, backend: str, endpoint: str) -> _Children:
+        return (
+            self.queue_wait.labels(instance, backend),
+            self.first_byte.labels(instance, backend, endpoint),
+            self.duration.labels(instance, backend, endpoint),
+            self.prompt_tokens.labels(instance, backend),
+            self.completion_tokens.labels(instance, backend),
+        )
+
+    def _forget(self, instance: str) -> None:
+        """A deleted instance's series go with it, so a scrape lists only instances that exist."""
+        for key in [key for key in self._children if key[0] == instance]:
+            del self._children[key]
+            backend = key[1]
+            for metric, labels in (
+                (self.queue_wait, (instance, backend)),
+                (self.first_byte, key),
+                (self.duration, key),
+                (self.prompt_tokens, (instance, backend)),
+                (self.completion_tokens, (instance, backend)),
+            ):
+                with contextlib.suppress(KeyError):  # shared by the instance's endpoints: gone already
+                    metric.remove(*labels)
+        for counted in [counted for counted in self._requests if counted[0] == instance]:
+            del self._requests[counted]
+            self.requests.remove(*counted[:3], str(counted[3]))
+        for metric, labels in [(m, labels) for m, labels in self._lifecycle if labels[0] == instance]:
+            self._lifecycle.discard((metric, labels))
+            metric.remove(*labels)
+
+    def _count(self, metric: Counter, instance: str, label: str) -> None:
+        self._lifecycle.add((metric, (instance, label)))
+        metric.labels(instance, label).inc()
+
+    def transitioned(self, event: InstanceEvent) -> None:
+        if event.kind is not EventKind.STATUS:
+            return
+        if event.status == DELETED:
+            self._forget(event.instance)
+            return
+        if event.cause is None:
+            return
+        if event.status == InstanceStatus.STARTING and event.cause in STARTS:
+            self._count(self.starts, event.instance, event.cause)
+        elif event.cause in STOP_REASONS and event.status in LEAVING and event.previous not in LEAVING:
+            self._count(self.stops, event.instance, event.cause)
+        elif event.cause in ("crash", "start_failed"):
+            self._count(self.crashes, event.instance, event.cause)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def endpoint(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        body = self.exposition()
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+
+
+_Children = tuple[Any, Any, Any, Any, Any]
+"""An instance's and endpoint's labelled histograms and counters (prometheus_client types them loosely)."""
+
+
+class _InstanceCollector(Collector):
+    """The instances as they are when scraped."""
+
+    def __init__(self, manager: InstanceManager) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "llamactl_instance_state", "1 for the state the instance is in.", labels=["instance", "state"]
+        )
+        families = {
+            "in_flight": GaugeMetricFamily(
+                "llamactl_requests_in_flight", "Requests being answered.", labels=["instance", "backend"]
+            ),
+            "queued": GaugeMetricFamily(
+                "llamactl_requests_queued",
+                "Requests waiting for the instance.",
+                labels=["instance", "backend"],
+            ),
+            "restarts": GaugeMetricFamily(
+                "llamactl_instance_restarts", "Crash restarts in a row.", labels=["instance", "backend"]
+            ),
+            "estimated": GaugeMetricFamily(
+                "llamactl_instance_memory_estimated_bytes",
+                "What the instance takes, estimated from its model's files.",
+                labels=["instance", "backend"],
+            ),
+            "measured": GaugeMetricFamily(
+                "llamactl_instance_memory_measured_bytes",
+                "What the instance's processes hold (PSS, else RSS).",
+                labels=["instance", "backend"],
+            ),
+            "context": GaugeMetricFamily(
+                "llamactl_instance_context_tokens",
+                "The context the running backend says it has.",
+                labels=["instance", "backend"],
+            ),
+        }
+        for info in self._manager.list_instances():
+            labels = [info.name, info.options.backend_type.value]
+            for status in InstanceStatus:
+                state.add_metric([info.name, status.value], 1.0 if info.status is status else 0.0)
+            families["in_flight"].add_metric(labels, info.in_flight)
+            families["queued"].add_metric(labels, info.queued)
+            families["restarts"].add_metric(labels, info.restarts)
+            if info.memory.estimated_bytes is not None:
+                families["estimated"].add_metric(labels, info.memory.estimated_bytes)
+            if info.memory.measured_bytes is not None:
+                families["measured"].add_metric(labels, info.memory.measured_bytes)
+            if info.served_context is not None:
+                families["context"].add_metric(labels, info.served_context)
+        yield state
+        yield from families.values()
