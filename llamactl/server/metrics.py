@@ -208,9 +208,12 @@ class _InstanceCollector(Collector):
         self._manager = manager
 
     def collect(self) -> Iterator[Metric]:
+        # One sample per instance, its state's: six per instance (one per state, most 0) were
+        # most of a scrape's samples, and a scrape's time goes by samples.
         state = GaugeMetricFamily(
-            "llamactl_instance_state", "1 for the state the instance is in.", labels=["instance", "state"]
+            "llamactl_instance_state", "1, for the state the instance is in.", labels=["instance", "state"]
         )
+        counts = GaugeMetricFamily("llamactl_instances", "Instances in each state.", labels=["state"])
         families = {
             "in_flight": GaugeMetricFamily(
                 "llamactl_requests_in_flight", "Requests being answered.", labels=["instance", "backend"]
@@ -239,10 +242,11 @@ class _InstanceCollector(Collector):
                 labels=["instance", "backend"],
             ),
         }
+        in_state = dict.fromkeys(InstanceStatus, 0)
         for info in self._manager.list_instances():
             labels = [info.name, info.options.backend_type.value]
-            for status in InstanceStatus:
-                state.add_metric([info.name, status.value], 1.0 if info.status is status else 0.0)
+            state.add_metric([info.name, info.status.value], 1.0)
+            in_state[info.status] += 1
             families["in_flight"].add_metric(labels, info.in_flight)
             families["queued"].add_metric(labels, info.queued)
             families["restarts"].add_metric(labels, info.restarts)
@@ -252,5 +256,8 @@ class _InstanceCollector(Collector):
                 families["measured"].add_metric(labels, info.memory.measured_bytes)
             if info.served_context is not None:
                 families["context"].add_metric(labels, info.served_context)
+        for status, count in in_state.items():
+            counts.add_metric([status.value], count)
         yield state
+        yield counts
         yield from families.values()
