@@ -60,7 +60,9 @@ def manager_settings(config: AppConfig) -> ManagerSettings:
     instances = config.instances
     backends = {}
     for config_key, section in msgspec.to_builtins(config.backends).items():
-        backends[get_backend(config_key).backend_type] = _backend_settings(section)
+        backends[get_backend(config_key).backend_type] = _backend_settings(
+            section, config.metrics.scrape_backends
+        )
     return ManagerSettings(
         port_range=instances.port_range,
         max_instances=instances.max_instances,
@@ -93,9 +95,10 @@ def manager_settings(config: AppConfig) -> ManagerSettings:
     )
 
 
-def _backend_settings(section: dict[str, Any]) -> BackendSettings:
+def _backend_settings(section: dict[str, Any], expose_metrics: bool) -> BackendSettings:
     docker = section.get("docker")
     return BackendSettings(
+        expose_metrics=expose_metrics,
         command=section["command"],
         args=section.get("args", []),
         environment=section.get("environment", {}),
@@ -129,7 +132,7 @@ class Service:
             ]
             for key, section in backend_sections.items()
         }
-        self.metrics = Metrics(self.manager)
+        self.metrics = Metrics(self.manager, scrape_backends=config.metrics.scrape_backends)
         self.health = Health()
         proxy = Proxy(
             self.manager,

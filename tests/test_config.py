@@ -309,6 +309,7 @@ ENV_CASES: list[tuple[str, str, tuple[str, ...], Any]] = [
     ("LLAMACTL_SWAP_FAIRNESS_WINDOW", "2.5", ("instances", "swap_fairness_window"), 2.5),
     ("LLAMACTL_SEND_LOADING_STATE", "true", ("instances", "send_loading_state"), True),
     ("LLAMACTL_TIMEOUT_CHECK_INTERVAL", "0.05", ("instances", "timeout_check_interval"), 0.05),
+    ("LLAMACTL_METRICS_SCRAPE_BACKENDS", "true", ("metrics", "scrape_backends"), True),
     ("LLAMACTL_METRICS_PUBLIC", "true", ("metrics", "public"), True),
     ("LLAMACTL_MEMORY_BUDGET", "85%", ("instances", "memory_budget"), "85%"),
     ("LLAMACTL_LOGS_DIR", "/var/log/llamactl", ("instances", "logs_dir"), "/var/log/llamactl"),

@@ -58,6 +58,8 @@ class Backend(ABC):
     """Arguments placed before the options, such as vLLM's ``serve`` subcommand."""
     launchers: ClassVar[tuple[Launcher, ...]]
     readiness_probe: ClassVar[ReadinessProbe] = ReadinessProbe(path="/health")
+    metrics_path: ClassVar[str | None] = None
+    """Where the running backend serves its own Prometheus metrics, if it does."""
     context_probe: ClassVar[str | None] = None
     """A GET path whose JSON says the context the backend runs with (``served_context`` reads it)."""
 
@@ -80,8 +82,11 @@ class Backend(ABC):
         """The options with llamactl's choice of address, which the backend must listen on."""
         return msgspec.structs.replace(options, host=host, port=port)
 
-    def launch_options(self, options: BackendOptions) -> BackendOptions:
-        """The options as started: what llamactl needs from the backend added where the user set nothing."""
+    def launch_options(self, options: BackendOptions, expose_metrics: bool = False) -> BackendOptions:
+        """The options as started: what llamactl needs from the backend added where the user set nothing.
+
+        ``expose_metrics``: the backend's own Prometheus metrics are wanted (``metrics_path``).
+        """
         return options
 
     def build_arguments(self, options: BackendOptions) -> list[str]:

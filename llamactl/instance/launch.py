@@ -27,6 +27,8 @@ class BackendSettings(msgspec.Struct, frozen=True):
     environment: dict[str, str] = {}
     docker: DockerSettings | None = None
     docker_enabled: bool = False
+    expose_metrics: bool = False
+    """``metrics.scrape_backends``: start the backend with its own /metrics on, where it has a switch."""
 
 
 class LaunchCommand(msgspec.Struct, frozen=True):
@@ -60,7 +62,9 @@ def launch_command(
     the instance.
     """
     backend = get_backend(options.backend_type)
-    typed = backend.launch_options(backend.with_address(options.backend_options, host, port))
+    typed = backend.launch_options(
+        backend.with_address(options.backend_options, host, port), settings.expose_metrics
+    )
     variables = {**settings.environment, **options.environment}
     use_docker = options.docker_enabled if options.docker_enabled is not None else settings.docker_enabled
     if use_docker and settings.docker is not None:

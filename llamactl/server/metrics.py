@@ -18,15 +18,19 @@ Per-key figures are left out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from llamactl.backends import get_backend
 from llamactl.instance.events import EventKind, InstanceEvent
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.status import InstanceStatus
@@ -36,6 +40,8 @@ from llamactl.server.request_outcome import RequestOutcome
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 """The text format every Prometheus version and promtool read."""
+BACKEND_SCRAPE_TIMEOUT = 2.0
+"""Seconds a backend's /metrics may take; past it, that backend is left out of the scrape."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Seconds: from a proxied health check to a long generation or a cold start."""
 DELETED = "deleted"
@@ -47,7 +53,11 @@ LEAVING = frozenset({InstanceStatus.SHUTTING_DOWN.value, InstanceStatus.STOPPED.
 
 
 class Metrics:
-    def __init__(self, manager: InstanceManager) -> None:
+    def __init__(self, manager: InstanceManager, scrape_backends: bool = False) -> None:
+        """``scrape_backends``: a scrape includes each running backend's own metrics."""
+        self._manager = manager
+        self._host = manager.settings.host
+        self._scrape_backends = scrape_backends
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -107,6 +117,12 @@ class Metrics:
             "llamactl_instance_crashes",
             "Backends that exited while running, or failed to start.",
             ["instance", "kind"],
+            registry=self.registry,
+        )
+        self.scrape_failures = Counter(
+            "llamactl_backend_scrape_failures",
+            "Scrapes of a backend's own metrics that failed or timed out.",
+            ["instance"],
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], _Children] = {}
@@ -190,8 +206,75 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
+    async def backend_exposition(self) -> bytes:
+        """Every running backend's own metrics, fetched in parallel, each series labelled ``instance``.
+
+        A backend that does not answer in time, or not in the text format, is left out and
+        counted in ``llamactl_backend_scrape_failures_total``.
+        """
+        running = [
+            (info.name, info.port, get_backend(info.options.backend_type.value).metrics_path)
+            for info in self._manager.list_instances()
+            if info.status is InstanceStatus.RUNNING and info.port is not None
+        ]
+        wanted = [(name, port, path) for name, port, path in running if path is not None]
+        async with httpx.AsyncClient(timeout=BACKEND_SCRAPE_TIMEOUT) as client:
+            texts = await asyncio.gather(
+                *(
+                    self._scrape(client, name, f"http://{self._host}:{port}{path}")
+                    for name, port, path in wanted
+                )
+            )
+        # A Python backend's process_* and python_* families would repeat llamactl's own names,
+        # which one exposition cannot hold twice: those are left out (the instance's memory is here).
+        own = {family.name for family in self.registry.collect()}
+        families: dict[str, Metric] = {}
+        for (name, _, _), text in zip(wanted, texts, strict=True):
+            if text is None:
+                continue
+            try:
+                parsed = list(text_string_to_metric_families(text))
+            except ValueError:
+                self.scrape_failures.labels(name).inc()
+                continue
+            for family in parsed:
+                # ':' is for recording rules, and promtool refuses it in exported names: llama-server's
+                # llamacpp:prompt_tokens_total and vLLM's vllm:... come as llamacpp_..., vllm_...
+                family_name = family.name.replace(":", "_")
+                if family_name in own:
+                    continue
+                merged = families.setdefault(
+                    family_name, Metric(family_name, family.documentation, family.type, family.unit)
+                )
+                for sample in family.samples:
+                    labels = dict(sample.labels)
+                    if "instance" in labels:  # the backend's own, kept as Prometheus keeps it
+                        labels["exported_instance"] = labels.pop("instance")
+                    merged.add_sample(
+                        sample.name.replace(":", "_"),
+                        {"instance": name, **labels},
+                        sample.value,
+                        sample.timestamp,
+                    )
+        registry = CollectorRegistry()
+        registry.register(_Families(list(families.values())))
+        return generate_latest(registry)
+
+    async def _scrape(self, client: httpx.AsyncClient, name: str, url: str) -> str | None:
+        try:
+            response = await client.get(url)
+        except httpx.HTTPError:
+            self.scrape_failures.labels(name).inc()
+            return None
+        if response.status_code != 200:
+            self.scrape_failures.labels(name).inc()
+            return None
+        return response.text
+
     async def endpoint(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         body = self.exposition()
+        if self._scrape_backends:
+            body += await self.backend_exposition()
         headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
@@ -199,6 +282,16 @@ class Metrics:
 
 _Children = tuple[Any, Any, Any, Any, Any]
 """An instance's and endpoint's labelled histograms and counters (prometheus_client types them loosely)."""
+
+
+class _Families(Collector):
+    """Metric families built elsewhere (the backends'), for prometheus_client to render."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
 
 
 class _InstanceCollector(Collector):

@@ -54,6 +54,7 @@ class LlamaCppBackend(Backend):
     launchers = (Launcher(words=("llama-server",)),)
     # Its context as it runs: --fit may have lowered an unset -c to fit the machine.
     context_probe = "/props"
+    metrics_path = "/metrics"
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         # llama-server lists its first --alias (else the model path) in /v1/models.
@@ -97,8 +98,10 @@ class LlamaCppBackend(Backend):
             extra_files=tuple([options.mmproj] if options.mmproj else []) + tuple(adapters),
         )
 
-    def launch_options(self, options: BackendOptions) -> BackendOptions:
+    def launch_options(self, options: BackendOptions, expose_metrics: bool = False) -> BackendOptions:
         assert isinstance(options, LlamaCppOptions)
+        if expose_metrics and options.metrics is None:
+            options = msgspec.structs.replace(options, metrics=True)  # /metrics is off by default
         if options.verbosity is not None or options.verbose or options.log_disable:
             return options  # the user's choice; the memory report is then missing
         # Level 4 is the lowest at which llama-server prints its buffer sizes (as Ollama starts it).

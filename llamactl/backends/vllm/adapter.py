@@ -21,6 +21,7 @@ class VllmBackend(Backend):
     default_command = "vllm"
     default_args = ("serve",)
     context_probe = "/v1/models"
+    metrics_path = "/metrics"
     launchers = (
         Launcher(words=("vllm", "serve")),
         Launcher(words=("serve",)),
