@@ -27,6 +27,8 @@ class BackendProcess:
     def __init__(self, process: asyncio.subprocess.Process, log: InstanceLog, stop_argv: list[str]) -> None:
         self._process = process
         self._stop_argv = stop_argv
+        self.native = not stop_argv
+        """Run on this machine, not in a container (whose port docker publishes from its own process)."""
         self.pid = process.pid
         self.log = log
         self._drains = [

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import psutil
 
 from llamactl.backends import Backend, ReadinessProbe
 from llamactl.instance.errors import StartFailed, StartTimedOut
@@ -17,19 +18,33 @@ REQUEST_TIMEOUT = 5.0
 
 
 async def wait_until_ready(
-    probe: ReadinessProbe, base_url: str, exited: asyncio.Future[int], deadline: float, name: str
+    probe: ReadinessProbe,
+    base_url: str,
+    exited: asyncio.Future[int],
+    deadline: float,
+    name: str,
+    listener: int | None = None,
 ) -> None:
     """Poll fast, backing off, until the probe answers 200.
 
     Every wait races the process's exit, so a backend that dies while loading
-    fails the start at once instead of at the deadline.
+    fails the start at once instead of at the deadline. ``listener``: the root
+    of the backend's process tree, which must be what listens on the port when
+    the probe passes. A backend that takes long to bind (vLLM: tens of
+    seconds) leaves its port free meanwhile, and another program that takes it
+    would otherwise answer the probe, and then this instance's requests.
     """
+    port = httpx.URL(base_url).port
     delay = FIRST_POLL_DELAY
     async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT) as client:
         while True:
             if exited.done():
                 raise StartFailed(f"{name} exited with code {exited.result()} while starting")
             if await _probe_passes(client, probe):
+                if listener is not None and port is not None and not listens(listener, port):
+                    raise StartFailed(
+                        f"port {port} of {name} answers, but from another program than {name}'s backend"
+                    )
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -56,3 +71,19 @@ async def served_context(backend: Backend, base_url: str) -> int | None:
         return backend.served_context(response.json()) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def listens(root: int, port: int) -> bool:
+    """Whether process ``root`` or one of its descendants listens on TCP ``port``."""
+    try:
+        processes = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections):
+            return True
+    return False

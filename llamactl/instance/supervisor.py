@@ -226,7 +226,10 @@ class Supervisor:
         base_url = f"http://{self._settings.host}:{port}"
         deadline = time.monotonic() + self._settings.start_timeout
         try:
-            await wait_until_ready(backend.readiness_probe, base_url, process.exited, deadline, self.name)
+            listener = process.pid if process.native else None
+            await wait_until_ready(
+                backend.readiness_probe, base_url, process.exited, deadline, self.name, listener
+            )
         except LlamactlError as error:
             self.post(StartFailed(error.message, isinstance(error, errors.StartTimedOut)), generation)
             return

@@ -41,6 +41,7 @@ from tests.instance.helpers import (
     recorded_pids,
     standin_options,
 )
+from tests.serve_process import free_port
 
 
 @pytest.fixture
@@ -169,6 +170,35 @@ def test_a_slow_binding_backend_is_waited_for(tmp_path: Path, pids: Path) -> Non
             began = time.monotonic()
             assert (await m.start("alpha")).status is InstanceStatus.RUNNING
             assert time.monotonic() - began >= 1.0
+
+    run(scenario)
+
+
+def test_a_port_taken_by_another_program_while_the_backend_loads_fails_the_start(
+    tmp_path: Path, pids: Path
+) -> None:
+    port = free_port()
+
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        async with opened_manager(tmp_path, port_range=(port, port)) as m:
+            m.create("alpha", standin_options(pids, "slow_bind=2.0"))
+            starting = asyncio.create_task(m.start("alpha"))
+            await asyncio.sleep(0.5)  # the stand-in is spawned and has not bound yet
+            server = await asyncio.start_server(impostor, "127.0.0.1", port)
+            try:
+                with pytest.raises(
+                    StartFailed, match=f"port {port} of alpha answers, but from another program"
+                ):
+                    await starting
+            finally:
+                server.close()
+                await server.wait_closed()
 
     run(scenario)
 
