@@ -58,6 +58,8 @@ class Backend(ABC):
     """Arguments placed before the options, such as vLLM's ``serve`` subcommand."""
     launchers: ClassVar[tuple[Launcher, ...]]
     readiness_probe: ClassVar[ReadinessProbe] = ReadinessProbe(path="/health")
+    reports_stream_usage: ClassVar[bool] = False
+    """Honours OpenAI's ``stream_options.include_usage``: a stream's last event then has its tokens."""
     metrics_path: ClassVar[str | None] = None
     """Where the running backend serves its own Prometheus metrics, if it does."""
     context_probe: ClassVar[str | None] = None

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
-from llamactl.backends import BackendType
+from llamactl.backends import BackendType, get_backend
 from llamactl.errors import HttpError, LlamactlError, echo
 from llamactl.instance.errors import InstanceNotFound
 from llamactl.instance.manager import InstanceInfo, InstanceManager, Leased
@@ -47,6 +47,8 @@ from llamactl.server.waiting_stream import WaitingStream
 
 # The top-level members of the body, each kept as its raw JSON bytes: only `model` is decoded.
 RawBody = dict[str, msgspec.Raw]
+STREAM_USAGE_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions"})
+"""Where OpenAI's ``stream_options.include_usage`` applies."""
 INLINE_DECODE_BYTES = 1024 * 1024
 """Bodies larger than this are decoded and checked in a worker thread, off the event loop."""
 
@@ -100,11 +102,32 @@ class Proxy:
                 progress = waiting.report if waiting is not None else None
                 async with self.manager.lease(name, progress=progress) as leased:
                     served = backend_model(leased.info, sub_model)
-                    if served is not None and served != requested:
+                    rewrite = served is not None and served != requested
+                    if rewrite:
                         members["model"] = msgspec.Raw(msgspec.json.encode(served))
+                    # The tokens of a stream are in its last event only when it is asked for: llamactl
+                    # asks, counts them, and passes that event on only to a client that asked too.
+                    hide_usage = (
+                        waiting is not None
+                        and endpoint in STREAM_USAGE_ENDPOINTS
+                        and "stream_options" not in members
+                        and get_backend(leased.info.options.backend_type.value).reports_stream_usage
+                    )
+                    if hide_usage:
+                        members["stream_options"] = msgspec.Raw(b'{"include_usage":true}')
+                    if rewrite or hide_usage:
                         body = msgspec.json.encode(members)
                     head_sent = waiting is not None and waiting.head_sent
-                    await self._forward(scope, send, leased, target, body, observed, head_sent=head_sent)
+                    await self._forward(
+                        scope,
+                        send,
+                        leased,
+                        target,
+                        body,
+                        observed,
+                        head_sent=head_sent,
+                        hide_usage=hide_usage,
+                    )
             except LlamactlError as error:
                 if waiting is None or not waiting.head_sent:
                     raise
@@ -173,12 +196,20 @@ class Proxy:
         observed: _Observed | None,
         error_body: ErrorBody = openai_body,
         head_sent: bool = False,
+        hide_usage: bool = False,
     ) -> None:
         if observed is not None:
             observed.admitted = time.perf_counter()
         extra_headers = self.response_headers.get(leased.info.options.backend_type.value, [])
         exchange = await self.upstream.forward(
-            scope, send, Target(leased.host, leased.port, target), body, extra_headers, error_body, head_sent
+            scope,
+            send,
+            Target(leased.host, leased.port, target),
+            body,
+            extra_headers,
+            error_body,
+            head_sent,
+            hide_usage,
         )
         if observed is not None:
             observed.exchange = exchange

@@ -60,6 +60,7 @@ class Usage(msgspec.Struct, frozen=True):
 
 class _WithUsage(msgspec.Struct):
     usage: Usage | None = None
+    choices: list[msgspec.Raw] | None = None
 
 
 class Exchange(msgspec.Struct):
@@ -96,6 +97,24 @@ def _usage_of_event(chunk: bytes) -> Usage | None:
     return None
 
 
+def without_usage_events(chunk: bytes) -> bytes:
+    """The chunk without its usage-only events (``choices`` empty, ``usage`` set): what a client that
+    did not ask for ``stream_options.include_usage`` must not see. An event cut across two chunks is
+    passed on as it is."""
+    kept = []
+    for event in chunk.split(b"\n\n"):
+        data = event[5:] if event.startswith(b"data:") else None
+        if data is not None and USAGE_MARKER in data:
+            try:
+                parsed = msgspec.json.decode(data, type=_WithUsage)
+            except msgspec.MsgspecError:
+                parsed = None
+            if parsed is not None and parsed.usage is not None and not parsed.choices:
+                continue
+        kept.append(event)
+    return b"\n\n".join(kept)
+
+
 class Upstream:
     """Forwards requests to backends over pooled keep-alive connections."""
 
@@ -115,8 +134,12 @@ class Upstream:
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
         head_sent: bool = False,
+        hide_usage: bool = False,
     ) -> Exchange:
         """Send ``body`` to the backend with the client's method and headers; stream the answer back.
+
+        ``hide_usage``: the usage-only events of a stream are counted but not passed on (llamactl
+        asked for them; the client did not).
 
         ``head_sent``: a 200 event stream's head already went out (while the
         request waited for its instance), so the backend's own head is not sent;
@@ -125,7 +148,9 @@ class Upstream:
         """
         headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
         exchange = Exchange(status=200 if head_sent else 0)
-        await self._exchange(scope, send, target, body, headers, response_headers, error_body, exchange)
+        await self._exchange(
+            scope, send, target, body, headers, response_headers, error_body, exchange, hide_usage
+        )
         return exchange
 
     async def _exchange(
@@ -138,6 +163,7 @@ class Upstream:
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
         exchange: Exchange,
+        hide_usage: bool,
     ) -> None:
         response: Response | None = None
         head_sent = exchange.status != 0
@@ -179,6 +205,10 @@ class Upstream:
                         exchange.first_byte = time.perf_counter()
                     if USAGE_MARKER in chunk:  # the last event of a stream, when the backend sends usage
                         exchange.usage = _usage_of_event(chunk) or exchange.usage
+                        if hide_usage:
+                            chunk = without_usage_events(chunk)
+                            if not chunk:
+                                continue
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (UpstreamClosed, TimeoutError) as failure:
                 # The status is sent: the client learns of the failure from the end of the stream.

@@ -102,9 +102,10 @@ def test_the_counts_after_requests_a_queue_an_eviction_and_a_crash(serve: Serve)
     assert delta("llamactl_queue_wait_seconds_count", **a) == 7
     # The queued one waited for the other's five chunks 0.1 s apart.
     assert delta("llamactl_queue_wait_seconds_bucket", **a, le="0.25") <= 6
-    # Three plain answers and two streams carried usage (the stand-in's: 7 prompt tokens each).
-    assert delta("llamactl_prompt_tokens_total", **a) == 5 * PROMPT_TOKENS
-    assert delta("llamactl_completion_tokens_total", **a) == 3 * 1 + 2 * 5
+    # Every answer's usage is counted (the stand-in's: 7 prompt tokens each), the slow streams' too:
+    # llamactl asked for it on their behalf, and kept it from them.
+    assert delta("llamactl_prompt_tokens_total", **a) == 7 * PROMPT_TOKENS
+    assert delta("llamactl_completion_tokens_total", **a) == 3 * 1 + 4 * 5
     assert delta("llamactl_instance_starts_total", instance="a", cause="on_demand") == 1
     assert delta("llamactl_instance_stops_total", instance="a", reason="evicted") == 1
     assert delta("llamactl_instance_stops_total", instance="b", reason="evicted") == 1
@@ -177,3 +178,19 @@ def test_a_deleted_instances_series_go_with_it(serve: Serve) -> None:
     assert serve.client.delete("/api/v1/instances/gone").status_code == 204
     left = [labels for (_, labels) in scrape(serve) if ("instance", "gone") in labels]
     assert left == []
+
+
+def test_a_stream_gets_its_usage_event_only_when_it_asked_but_its_tokens_are_counted_either_way(
+    serve: Serve,
+) -> None:
+    create(serve, "a")
+    tokens = {"instance": "a", "backend": "llama_cpp"}
+    before = value(scrape(serve), "llamactl_completion_tokens_total", **tokens)
+    plain = chat(serve, "a", stream=True, chunks=3)
+    assert (
+        plain.status_code == 200 and '"usage"' not in plain.text and plain.text.endswith("data: [DONE]\n\n")
+    )
+    assert plain.text.count("data: {") == 3
+    asked = chat(serve, "a", stream=True, chunks=3, stream_options={"include_usage": True})
+    assert '"usage"' in asked.text and asked.text.count("data: {") == 4
+    assert value(scrape(serve), "llamactl_completion_tokens_total", **tokens) - before == 6

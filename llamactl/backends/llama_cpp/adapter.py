@@ -55,6 +55,7 @@ class LlamaCppBackend(Backend):
     # Its context as it runs: --fit may have lowered an unset -c to fit the machine.
     context_probe = "/props"
     metrics_path = "/metrics"
+    reports_stream_usage = True
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         # llama-server lists its first --alias (else the model path) in /v1/models.

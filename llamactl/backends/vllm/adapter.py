@@ -22,6 +22,7 @@ class VllmBackend(Backend):
     default_args = ("serve",)
     context_probe = "/v1/models"
     metrics_path = "/metrics"
+    reports_stream_usage = True
     launchers = (
         Launcher(words=("vllm", "serve")),
         Launcher(words=("serve",)),
