@@ -159,6 +159,8 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Open without a key, for a scraper on the same host; else it needs a management key."""
     scrape_backends: bool = False
     """Add each running backend's own metrics, labelled ``instance`` (llama-server gets --metrics)."""
+    per_key: bool = False
+    """Count requests and tokens by API key name too (one series per key and instance)."""
 
 
 class ActivityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -353,6 +355,7 @@ ENV_VARIABLES: tuple[EnvVariable, ...] = (
     EnvVariable("LLAMACTL_ACTIVITY_RETENTION", ("activity", "retention"), _integer),
     EnvVariable("LLAMACTL_METRICS_PUBLIC", ("metrics", "public"), _boolean),
     EnvVariable("LLAMACTL_METRICS_SCRAPE_BACKENDS", ("metrics", "scrape_backends"), _boolean),
+    EnvVariable("LLAMACTL_METRICS_PER_KEY", ("metrics", "per_key"), _boolean),
     EnvVariable("LLAMACTL_REQUIRE_INFERENCE_AUTH", ("auth", "require_inference_auth"), _boolean),
     EnvVariable("LLAMACTL_REQUIRE_MANAGEMENT_AUTH", ("auth", "require_management_auth"), _boolean),
     EnvVariable("LLAMACTL_MANAGEMENT_KEYS", ("auth", "management_keys"), _items),

@@ -132,7 +132,9 @@ class Service:
             ]
             for key, section in backend_sections.items()
         }
-        self.metrics = Metrics(self.manager, scrape_backends=config.metrics.scrape_backends)
+        self.metrics = Metrics(
+            self.manager, scrape_backends=config.metrics.scrape_backends, per_key=config.metrics.per_key
+        )
         self.health = Health()
         proxy = Proxy(
             self.manager,

@@ -310,6 +310,7 @@ ENV_CASES: list[tuple[str, str, tuple[str, ...], Any]] = [
     ("LLAMACTL_SEND_LOADING_STATE", "true", ("instances", "send_loading_state"), True),
     ("LLAMACTL_TIMEOUT_CHECK_INTERVAL", "0.05", ("instances", "timeout_check_interval"), 0.05),
     ("LLAMACTL_METRICS_SCRAPE_BACKENDS", "true", ("metrics", "scrape_backends"), True),
+    ("LLAMACTL_METRICS_PER_KEY", "true", ("metrics", "per_key"), True),
     ("LLAMACTL_METRICS_PUBLIC", "true", ("metrics", "public"), True),
     ("LLAMACTL_MEMORY_BUDGET", "85%", ("instances", "memory_budget"), "85%"),
     ("LLAMACTL_LOGS_DIR", "/var/log/llamactl", ("instances", "logs_dir"), "/var/log/llamactl"),

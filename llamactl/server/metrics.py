@@ -53,8 +53,13 @@ LEAVING = frozenset({InstanceStatus.SHUTTING_DOWN.value, InstanceStatus.STOPPED.
 
 
 class Metrics:
-    def __init__(self, manager: InstanceManager, scrape_backends: bool = False) -> None:
-        """``scrape_backends``: a scrape includes each running backend's own metrics."""
+    def __init__(
+        self, manager: InstanceManager, scrape_backends: bool = False, per_key: bool = False
+    ) -> None:
+        """``scrape_backends``: a scrape includes each running backend's own metrics.
+
+        ``per_key``: requests and tokens are also counted by the API key's name.
+        """
         self._manager = manager
         self._host = manager.settings.host
         self._scrape_backends = scrape_backends
@@ -119,6 +124,19 @@ class Metrics:
             ["instance", "kind"],
             registry=self.registry,
         )
+        self._per_key = per_key
+        self.key_requests = Counter(
+            "llamactl_key_requests",
+            "Requests by API key name (management: a management key), with metrics.per_key.",
+            ["key", "instance"],
+            registry=self.registry,
+        )
+        self.key_tokens = Counter(
+            "llamactl_key_tokens",
+            "Prompt and completion tokens by API key name, with metrics.per_key.",
+            ["key", "instance", "kind"],
+            registry=self.registry,
+        )
         self.scrape_failures = Counter(
             "llamactl_backend_scrape_failures",
             "Scrapes of a backend's own metrics that failed or timed out.",
@@ -128,6 +146,8 @@ class Metrics:
         self._children: dict[tuple[str, str, str], _Children] = {}
         self._requests: dict[tuple[str, str, str, int], Any] = {}
         self._lifecycle: set[tuple[Counter, tuple[str, str]]] = set()
+        self._keyed: set[tuple[str, str]] = set()
+        """The (key, instance) pairs counted, to remove a deleted instance's."""
         """The lifecycle counters' label values seen, to remove a deleted instance's."""
         self.registry.register(_InstanceCollector(manager))
         manager.events.listen(self.transitioned)
@@ -153,6 +173,16 @@ class Metrics:
             prompt_tokens.inc(outcome.prompt_tokens)
         if outcome.completion_tokens:
             completion_tokens.inc(outcome.completion_tokens)
+        if self._per_key and outcome.key_name is not None:
+            self._count_key(outcome)
+
+    def _count_key(self, outcome: RequestOutcome) -> None:
+        key, instance = outcome.key_name or "", outcome.instance
+        self._keyed.add((key, instance))
+        self.key_requests.labels(key, instance).inc()
+        for kind, tokens in (("prompt", outcome.prompt_tokens), ("completion", outcome.completion_tokens)):
+            if tokens:
+                self.key_tokens.labels(key, instance, kind).inc(tokens)
 
     def _labelled(self, instance: str, backend: str, endpoint: str) -> _Children:
         return (
@@ -183,6 +213,12 @@ class Metrics:
         for metric, labels in [(m, labels) for m, labels in self._lifecycle if labels[0] == instance]:
             self._lifecycle.discard((metric, labels))
             metric.remove(*labels)
+        for pair in [pair for pair in self._keyed if pair[1] == instance]:
+            self._keyed.discard(pair)
+            self.key_requests.remove(*pair)
+            for kind in ("prompt", "completion"):
+                with contextlib.suppress(KeyError):  # no tokens of that kind were counted
+                    self.key_tokens.remove(*pair, kind)
 
     def _count(self, metric: Counter, instance: str, label: str) -> None:
         self._lifecycle.add((metric, (instance, label)))

@@ -194,3 +194,32 @@ def test_a_stream_gets_its_usage_event_only_when_it_asked_but_its_tokens_are_cou
     asked = chat(serve, "a", stream=True, chunks=3, stream_options={"include_usage": True})
     assert '"usage"' in asked.text and asked.text.count("data: {") == 4
     assert value(scrape(serve), "llamactl_completion_tokens_total", **tokens) - before == 6
+
+
+def test_per_key_counts_carry_the_keys_name_only_when_asked(tmp_path: Path) -> None:
+    tail = standin_backends() + "metrics: {per_key: true}\n"
+    with serve_process(tmp_path, tail) as serve:
+        create(serve, "a")
+        made = serve.client.post("/api/v1/auth/keys", json={"name": "app", "permission_mode": "allow_all"})
+        key = made.json()["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"model": "a", "messages": []}
+        for _ in range(2):
+            assert (
+                httpx.post(serve.base_url + CHAT, json=body, headers=headers, timeout=30).status_code == 200
+            )
+        assert chat(serve, "a").status_code == 200  # the management key
+        samples = scrape(serve)
+        assert value(samples, "llamactl_key_requests_total", key="app", instance="a") == 2
+        assert value(samples, "llamactl_key_requests_total", key="management", instance="a") == 1
+        assert (
+            value(samples, "llamactl_key_tokens_total", key="app", instance="a", kind="prompt")
+            == 2 * PROMPT_TOKENS
+        )
+        assert key not in serve.client.get("/metrics").text
+
+
+def test_without_per_key_no_series_names_a_key(serve: Serve) -> None:
+    create(serve, "a")
+    assert chat(serve, "a").status_code == 200
+    assert not [name for (name, _) in scrape(serve) if name.startswith("llamactl_key_")]
