@@ -81,15 +81,24 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+async def send_whole(
+    send: Send,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    status: int = 200,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """An answer held whole in memory: its head with the length, then its body."""
+    start = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_error(
     send: Send, error: LlamactlError, error_body: ErrorBody, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
-    body = error_body(error)
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    start += [(name.encode(), value.encode()) for name, value in retry_after(error).items()]
-    start += headers
-    await send({"type": "http.response.start", "status": error.status, "headers": start})
-    await send({"type": "http.response.body", "body": body})
+    waits = [(name.encode(), value.encode()) for name, value in retry_after(error).items()]
+    await send_whole(send, error_body(error), status=error.status, headers=[*waits, *headers])
 
 
 @contextlib.asynccontextmanager

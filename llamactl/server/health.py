@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.asgi import Receive, Scope, Send, send_whole
 from llamactl.server.auth import Principal
 
 
@@ -31,7 +31,4 @@ class Health:
 
 
 async def _answer(send: Send, status: int, body: HealthStatus) -> None:
-    encoded = msgspec.json.encode(body)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": encoded})
+    await send_whole(send, msgspec.json.encode(body), status=status)

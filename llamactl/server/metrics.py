@@ -34,7 +34,7 @@ from llamactl.backends import get_backend
 from llamactl.instance.events import EventKind, InstanceEvent
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.status import InstanceStatus
-from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.asgi import Receive, Scope, Send, send_whole
 from llamactl.server.auth import Principal
 from llamactl.server.request_outcome import RequestOutcome
 
@@ -311,9 +311,7 @@ class Metrics:
         body = self.exposition()
         if self._scrape_backends:
             body += await self.backend_exposition()
-        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+        await send_whole(send, body, CONTENT_TYPE.encode())
 
 
 _Children = tuple[Any, Any, Any, Any, Any]

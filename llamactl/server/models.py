@@ -14,7 +14,7 @@ import msgspec
 from llamactl.backends import get_backend
 from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceInfo, InstanceManager
-from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.asgi import Receive, Scope, Send, send_whole
 from llamactl.server.auth import Authenticator, Principal
 
 
@@ -111,7 +111,4 @@ class ModelListing:
             for info in self._manager.list_instances()
             if self._auth.can_use(principal, info.name)
         ]
-        body = msgspec.json.encode(ModelList(data=entries))
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_whole(send, msgspec.json.encode(ModelList(data=entries)))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from llamactl import __version__
-from llamactl.server.asgi import Receive, Scope, Send
+from llamactl.server.asgi import Receive, Scope, Send, send_whole
 from llamactl.server.auth import Principal
 from llamactl.server.errors import ManagementError, OpenAIError
 from llamactl.server.gate import STATE_CHANGING, Family
@@ -192,15 +192,9 @@ class ApiDocs:
     async def openapi(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         if self._document is None:
             self._document = msgspec.json.encode(openapi_document(self._table()))
-        await _send(send, self._document, b"application/json")
+        await send_whole(send, self._document)
 
     async def page(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         if self._page is None:
             self._page = docs_page(self._table()).encode()
-        await _send(send, self._page, b"text/html; charset=utf-8")
-
-
-async def _send(send: Send, body: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        await send_whole(send, self._page, b"text/html; charset=utf-8")
