@@ -6,7 +6,8 @@ Unknown flags are ignored. ``STANDIN_FAULTS`` (comma-separated) makes it misbeha
 ``load_time=S`` (/health 503 for S seconds), ``never_healthy``, ``slow_bind=S``,
 ``exit_at_start=CODE``, ``exit_after=S`` (crash S seconds after first answering /health 200),
 ``crash_mid_stream``, ``crash_mid_body`` (a non-streamed answer cut short), ``ignore_sigterm``,
-``fork_grandchild``, ``flood_logs=BYTES``.
+``fork_grandchild``, ``flood_logs=BYTES``, ``report_memory_after=S`` (print llama-server's buffer
+sizes S seconds after first answering /health 200, as llama.cpp's log thread can).
 ``STANDIN_PIDS`` names a file where it appends its PID (and its grandchild's).
 ``STANDIN_REQUESTS`` names a file where it appends every request line it reads, as the
 ``repr`` of the line's bytes, one per line: what reached the backend, smuggled requests included.
@@ -26,6 +27,12 @@ import time
 STREAM_CHUNKS = 5
 PROMPT_TOKENS = 7
 """What every answer's usage says the prompt had."""
+REPORTED_BUFFERS = (
+    "load_tensors:   CPU_Mapped model buffer size =   100.00 MiB",
+    "llama_kv_cache:        CPU KV buffer size =    20.00 MiB",
+    "sched_reserve:        CPU compute buffer size =    10.00 MiB",
+)
+"""llama-server's buffer report at start, 130 MiB in all."""
 
 
 def parse_faults() -> dict[str, str]:
@@ -49,13 +56,23 @@ class StandIn:
         self.model = flag_value(argv, "--alias", "-a") or flag_value(argv, "--model", "-m") or "standin"
         self.started = time.monotonic()
         self.load_time = float(faults.get("load_time", "0"))
-        self.crash_scheduled = False
+        self.answered_healthy = False
         self.requests_file = os.environ.get("STANDIN_REQUESTS")
 
-    def crash_later(self) -> None:
-        if "exit_after" in self.faults and not self.crash_scheduled:
-            self.crash_scheduled = True
-            asyncio.get_running_loop().call_later(float(self.faults["exit_after"]), self.crash)
+    def first_healthy(self) -> None:
+        if self.answered_healthy:
+            return
+        self.answered_healthy = True
+        loop = asyncio.get_running_loop()
+        if "exit_after" in self.faults:
+            loop.call_later(float(self.faults["exit_after"]), self.crash)
+        if "report_memory_after" in self.faults:
+            loop.call_later(float(self.faults["report_memory_after"]), self.report_memory)
+
+    @staticmethod
+    def report_memory() -> None:
+        for line in REPORTED_BUFFERS:
+            print(line, file=sys.stderr, flush=True)
 
     @staticmethod
     def crash() -> None:
@@ -88,7 +105,7 @@ class StandIn:
         if path == "/health":
             if self.healthy():
                 self.respond(writer, 200, {"status": "ok"})
-                self.crash_later()
+                self.first_healthy()
             else:
                 self.respond(writer, 503, {"error": {"message": "Loading model", "code": 503}})
         elif path == "/v1/models":

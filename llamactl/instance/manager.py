@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 
 import msgspec
@@ -76,6 +76,9 @@ from llamactl.store import InstanceRecord, Store
 logger = logging.getLogger("llamactl.instance")
 
 PROGRESS_INTERVAL = 3.0
+MEMORY_REPORT_WAIT = 10.0
+"""How long after readiness the backend's memory report may still arrive in its log."""
+MEMORY_REPORT_POLL = 0.2
 """Seconds between progress reports to a waiting request (SSE keep-alive comments)."""
 
 
@@ -802,7 +805,7 @@ class InstanceManager:
             instance.owed = len(instance.queue)
             instance.last_used = self._clock()
             if old.phase is not Phase.RUNNING:
-                instance.memory.ready(instance.log.tail(RING_LINES))
+                self._read_memory_report_soon(instance)
         elif new.phase is Phase.FAILED or (new.phase is Phase.STOPPING and new.then is Then.FAIL):
             message = f"{instance.name}: {instance.supervisor.last_error or 'the start failed'}"
             timed_out = isinstance(event, StartFailedEvent) and event.timed_out
@@ -868,9 +871,29 @@ class InstanceManager:
 
     def _read_model_soon(self, instance: _Instance) -> None:
         """Read the model's files in the background, so its facts show before its first start."""
-        task = asyncio.ensure_future(instance.memory.estimate())
+        self._in_background(instance.memory.estimate())
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        """Run ``work`` as a task the manager keeps, and cancels at shutdown."""
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _read_memory_report_soon(self, instance: _Instance) -> None:
+        """Read the backend's memory report from the lines of this start, waiting a little for them.
+
+        Readiness can come before the report is in the ring: llama.cpp logs from a worker
+        thread of its own, and the pipe is read by another task.
+        """
+
+        async def read() -> None:
+            deadline = time.monotonic() + MEMORY_REPORT_WAIT
+            while not instance.memory.ready(instance.log.tail(RING_LINES)):
+                if instance.phase is not Phase.RUNNING or time.monotonic() >= deadline:
+                    return
+                await asyncio.sleep(MEMORY_REPORT_POLL)
+
+        self._in_background(read())
 
     def _hooks(self, instance: _Instance) -> SupervisorHooks:
         def persist(was_running: bool) -> None:

@@ -71,8 +71,8 @@ class InstanceMemory:
             self._measured = self._reported = None  # of the files before
         self._estimated_for = signature
 
-    def ready(self, log_lines: Sequence[str]) -> None:
-        """The instance became ready: read what the backend reported in the lines of this start."""
+    def ready(self, log_lines: Sequence[str]) -> bool:
+        """Read what the backend reported in the lines of this start; False while the report is missing."""
         starts = [index for index, line in enumerate(log_lines) if line.startswith(START_MARKER)]
         startup = log_lines[starts[-1] :] if starts else log_lines
         reported = self._backend.reported_memory_bytes(startup)
@@ -81,6 +81,7 @@ class InstanceMemory:
         estimate = self.profile.estimate if self.profile is not None else None
         unreported = estimate.extra_bytes if estimate is not None else 0
         self._reported = None if reported is None else reported + unreported
+        return reported is not None
 
     def held_bytes(self, pid: int | None, running: bool) -> int:
         """What the instance holds (``pid`` is its process tree's root while it has one), else would hold."""

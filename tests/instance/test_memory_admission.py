@@ -26,6 +26,7 @@ from tests.instance.helpers import assert_none_alive, eventually, opened_manager
 from tests.instance.test_manager import chat, run
 from tests.models.gguf_files import LlamaShape, write_llama_gguf
 
+MIB = 1024 * 1024
 SHAPE = LlamaShape(embedding=2048, feed_forward=5632, heads=16, kv_heads=8, layers=4, context=2048)
 
 
@@ -132,6 +133,25 @@ def test_a_running_instance_shows_its_estimate_and_its_measured_memory(tmp_path:
             assert memory.estimated_bytes == size
             # the stand-in and its watchdog: tens of MB of Python, whatever the model
             assert memory.measured_bytes is not None and 5_000_000 < memory.measured_bytes < 500_000_000
+
+    run(scenario)
+
+
+def test_a_memory_report_logged_after_readiness_still_counts(tmp_path: Path, pids: Path) -> None:
+    """llama.cpp logs from a thread of its own: its buffer sizes can follow /health's first 200."""
+    path, _ = model(tmp_path, "late")
+    estimate = estimate_model_memory(MemoryInputs(model_path=str(path), parallel=4))
+    assert estimate is not None
+    late = options(pids, path)
+    late.environment["STANDIN_FAULTS"] = "report_memory_after=0.5"
+
+    async def scenario() -> None:
+        async with opened_manager(tmp_path) as m:
+            m.create("late", late)
+            await m.start("late")
+            await eventually(lambda: m.get("late").memory.reported_bytes is not None, timeout=5)
+            # the stand-in's 130 MiB of buffers, and the estimate's allowance for what is not logged
+            assert m.get("late").memory.reported_bytes == 130 * MIB + estimate.extra_bytes
 
     run(scenario)
 
