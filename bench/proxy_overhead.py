@@ -7,8 +7,10 @@ an instance on that backend, and nginx (Debian's package, if installed) as a
 reverse proxy in front of the same backend, all on loopback. The load
 generator, llamactl, nginx and the backend share this machine's cores. It prints:
 
-- small non-streamed requests, one at a time: median and p99 latency, and the
-  median added over direct access;
+- small non-streamed requests, one at a time: median and p99 latency, the
+  median added over direct access, and each server's CPU time per request.
+  ``uvicorn-only`` (``bench/uvicorn_floor.py``) is uvicorn as llamactl runs
+  it, answering by itself: the floor under what a Python proxy can add here;
 - streamed chunks per second with 1 and 32 concurrent streams, as a ratio of direct,
   and the proxy's own CPU time per relayed chunk (user + system, its whole
   process tree), as a ratio of nginx's: on a machine that runs inference on
@@ -144,7 +146,7 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         backend_port = free_port()
-        stack.enter_context(
+        stand_in = stack.enter_context(
             process([sys.executable, str(STANDIN), "--port", str(backend_port), "--alias", "bench"])
         )
         direct = f"http://127.0.0.1:{backend_port}"
@@ -155,21 +157,33 @@ def main() -> None:
         nginx = start_nginx(stack, workdir, backend_port)
         if nginx is not None:
             targets["nginx"], proxy_pids["nginx"] = nginx
+        floor_port = free_port()
+        floor = stack.enter_context(process([sys.executable, "-m", "bench.uvicorn_floor", str(floor_port)]))
+        floor_base = f"http://127.0.0.1:{floor_port}"
+        wait_until_up(floor_base + "/")
 
         # Rounds alternate between the targets, so a burst of load elsewhere on the
         # machine hits all of them alike.
         print(f"small requests, one at a time ({args.requests} each in {ROUNDS} rounds, after warm-up)")
-        print(f"{'target':10} {'median ms':>10} {'p99 ms':>8} {'added median ms':>16}")
-        times: dict[str, list[float]] = {name: [] for name in targets}
+        print(f"{'target':13} {'median ms':>10} {'p99 ms':>8} {'added median ms':>16} {'CPU us/request':>15}")
+        small = {**targets, "uvicorn-only": floor_base}
+        servers = {**proxy_pids, "direct": stand_in.pid, "uvicorn-only": floor.pid}
+        per_round = args.requests // ROUNDS
+        sent = ROUNDS * (per_round + per_round // 10)  # the warm-up requests cost CPU too
+        times: dict[str, list[float]] = {name: [] for name in small}
+        busy = dict.fromkeys(small, 0.0)
         for _ in range(ROUNDS):
-            for name, base in targets.items():
-                times[name] += asyncio.run(latencies(base, args.requests // ROUNDS))
+            for name, base in small.items():
+                before = cpu_seconds(servers[name])
+                times[name] += asyncio.run(latencies(base, per_round))
+                busy[name] += cpu_seconds(servers[name]) - before
         direct_median = statistics.median(times["direct"])
         for name, samples in times.items():
             median = statistics.median(samples)
             p99 = statistics.quantiles(samples, n=100)[-1]
             added = (median - direct_median) * 1000
-            print(f"{name:10} {median * 1000:10.3f} {p99 * 1000:8.3f} {added:16.3f}")
+            per_request = busy[name] / sent * 1e6
+            print(f"{name:13} {median * 1000:10.3f} {p99 * 1000:8.3f} {added:16.3f} {per_request:15.0f}")
 
         for streams in (1, 32):
             print(

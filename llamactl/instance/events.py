@@ -41,6 +41,8 @@ class InstanceEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     ``crash``, ``exit``, or a stop's reason (``api``, ``idle``, ``evicted``, ``reload``, ``shutdown``)."""
     queued: int | None = None
     in_flight: int | None = None
+    swap_seconds: float | None = None
+    """On the ready of a start that other instances were stopped for: seconds from that decision."""
 
 
 EventListener = Callable[[InstanceEvent], None]
@@ -68,6 +70,7 @@ class EventBus:
         cause: str | None = None,
         queued: int | None = None,
         in_flight: int | None = None,
+        swap_seconds: float | None = None,
     ) -> InstanceEvent:
         event = InstanceEvent(
             id=self._next_id,
@@ -80,6 +83,7 @@ class EventBus:
             cause=cause,
             queued=queued,
             in_flight=in_flight,
+            swap_seconds=swap_seconds,
         )
         self._next_id += 1
         self._ring.append(event)

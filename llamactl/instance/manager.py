@@ -217,6 +217,8 @@ class _Instance:
         self.published_queue = 0
         self.waiting_for: str | None = None
         """Why its queue cannot be served yet, with the figures (the swap policy's words)."""
+        self.swap_began: float | None = None
+        """When the swap policy first stopped another instance to make room for this one."""
 
     @property
     def phase(self) -> Phase:
@@ -732,6 +734,13 @@ class InstanceManager:
             instance = self._instances[victim]
             logger.info("%s: swapped out for %s", victim, beneficiary)
             instance.supervisor.post(Stop(StopReason.EVICTED, f"evicted for {beneficiary}"))
+            swapped_in = self._instances[beneficiary]
+            if swapped_in.swap_began is None:
+                swapped_in.swap_began = now
+        for instance in self._instances.values():
+            stopped = instance.phase in (Phase.STOPPED, Phase.FAILED)
+            if instance.swap_began is not None and not instance.queue and stopped:
+                instance.swap_began = None  # its requests gave up before the start: no swap came of it
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
@@ -791,6 +800,11 @@ class InstanceManager:
 
     def _transitioned(self, instance: _Instance, old: Lifecycle, new: Lifecycle, event: Event) -> None:
         reason = self._reason(instance, old, new, event)
+        swap_seconds = None
+        if instance.swap_began is not None and new.phase in (Phase.RUNNING, Phase.STOPPED, Phase.FAILED):
+            if new.phase is Phase.RUNNING:
+                swap_seconds = self._clock() - instance.swap_began
+            instance.swap_began = None
         self.events.publish(
             EventKind.STATUS,
             instance.name,
@@ -798,6 +812,7 @@ class InstanceManager:
             previous=old.status.value,
             reason=reason,
             cause=_cause(old, event),
+            swap_seconds=swap_seconds,
         )
         if new.status is not old.status:
             logger.info("%s: %s -> %s (%s)", instance.name, old.status.value, new.status.value, reason)

@@ -7,7 +7,8 @@ Three kinds of figures, each labelled by ``instance`` (and ``backend``):
   answer (TTFT for streams), duration, prompt and completion tokens;
 - per transition, counted from the manager's events as they are published:
   starts by cause, stops by reason (evictions are stops for ``evicted``),
-  crashes;
+  crashes, and swaps with their latency (from the decision to stop others
+  for an instance until it is ready);
 - per instance, read when scraped (nothing on the hot path): the state as one
   gauge per state, requests in flight and queued, restarts, the estimated and
   measured memory, the context it runs with; and llamactl's own process.
@@ -137,6 +138,19 @@ class Metrics:
             ["key", "instance", "kind"],
             registry=self.registry,
         )
+        self.swaps = Counter(
+            "llamactl_swaps",
+            "Starts that other instances were stopped for, by the instance swapped in.",
+            ["instance"],
+            registry=self.registry,
+        )
+        self.swap_latency = Histogram(
+            "llamactl_swap_seconds",
+            "From the decision to stop other instances for this one until it was ready.",
+            ["instance"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.scrape_failures = Counter(
             "llamactl_backend_scrape_failures",
             "Scrapes of a backend's own metrics that failed or timed out.",
@@ -146,9 +160,10 @@ class Metrics:
         self._children: dict[tuple[str, str, str], _Children] = {}
         self._requests: dict[tuple[str, str, str, int], Any] = {}
         self._lifecycle: set[tuple[Counter, tuple[str, str]]] = set()
+        """The lifecycle counters' label values seen, to remove a deleted instance's."""
+        self._swapped_in: set[str] = set()
         self._keyed: set[tuple[str, str]] = set()
         """The (key, instance) pairs counted, to remove a deleted instance's."""
-        """The lifecycle counters' label values seen, to remove a deleted instance's."""
         self.registry.register(_InstanceCollector(manager))
         manager.events.listen(self.transitioned)
 
@@ -213,6 +228,10 @@ class Metrics:
         for metric, labels in [(m, labels) for m, labels in self._lifecycle if labels[0] == instance]:
             self._lifecycle.discard((metric, labels))
             metric.remove(*labels)
+        if instance in self._swapped_in:
+            self._swapped_in.discard(instance)
+            self.swaps.remove(instance)
+            self.swap_latency.remove(instance)
         for pair in [pair for pair in self._keyed if pair[1] == instance]:
             self._keyed.discard(pair)
             self.key_requests.remove(*pair)
@@ -230,6 +249,10 @@ class Metrics:
         if event.status == DELETED:
             self._forget(event.instance)
             return
+        if event.swap_seconds is not None:
+            self._swapped_in.add(event.instance)
+            self.swaps.labels(event.instance).inc()
+            self.swap_latency.labels(event.instance).observe(event.swap_seconds)
         if event.cause is None:
             return
         if event.status == InstanceStatus.STARTING and event.cause in STARTS:

@@ -110,6 +110,10 @@ def test_the_counts_after_requests_a_queue_an_eviction_and_a_crash(serve: Serve)
     assert delta("llamactl_instance_stops_total", instance="a", reason="evicted") == 1
     assert delta("llamactl_instance_stops_total", instance="b", reason="evicted") == 1
     assert delta("llamactl_instance_crashes_total", instance="crashy", kind="crash") == 1
+    # b was swapped in for a, crashy for b; a started with room to spare.
+    assert [delta("llamactl_swaps_total", instance=name) for name in ("a", "b", "crashy")] == [0, 1, 1]
+    assert delta("llamactl_swap_seconds_count", instance="b") == 1
+    assert 0 < delta("llamactl_swap_seconds_sum", instance="b") < 10
     assert value(after, "llamactl_instance_state", instance="a", state="stopped") == 1
     assert ("llamactl_instance_state", frozenset({("instance", "a"), ("state", "running")})) not in after
     assert value(after, "llamactl_instances", state="stopped") == 2  # a and b; crashy restarts
@@ -161,8 +165,11 @@ def test_healthz_answers_without_a_key_and_readyz_once_booted(serve: Serve) -> N
 
 
 def test_a_deleted_instances_series_go_with_it(serve: Serve) -> None:
+    create(serve, "before")
     create(serve, "gone")
-    assert chat(serve, "gone").status_code == 200
+    assert chat(serve, "before").status_code == 200
+    assert chat(serve, "gone").status_code == 200  # swapped in for "before": swap series too
+    assert value(scrape(serve), "llamactl_swaps_total", instance="gone") == 1
     assert (
         value(
             scrape(serve),
