@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian tools the tests run, when missing: promtool (the prometheus package) checks
-# /metrics, systemd-analyze (systemd) checks the service unit. Needs root, or sudo without a password.
+# /metrics, systemd-analyze (systemd) checks the service unit, /usr/bin/chromium (chromium) is the
+# browser the web UI tests (tests/ui) drive with Playwright, instead of `playwright install`.
+# Needs root, or sudo without a password.
 # Safe to rerun: present tools are skipped.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]} == 0)); then
     exit 0
 fi

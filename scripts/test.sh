@@ -8,7 +8,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[test]'
 # The real llama-server, mlx_lm.server and vLLM (CPU) the end-to-end tests run; reruns take seconds.
 bash scripts/install-test-backends.sh
-# promtool and systemd-analyze, from Debian's packages, for the metrics and service tests.
+# promtool, systemd-analyze and Chromium, from Debian's packages, for the metrics, service and UI tests.
 bash scripts/install-test-tools.sh
 
 .venv/bin/ruff check llamactl tests tools bench

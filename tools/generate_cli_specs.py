@@ -29,7 +29,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llamactl.backends.cli_spec import Arity, CliSpec, FlagSpec, ValueKind  # noqa: E402
+from llamactl.backends.cli_spec import HELP_CHARS, Arity, CliSpec, FlagSpec, ValueKind  # noqa: E402
 
 HELP_DIR = ROOT / "tools" / "cli_help"
 BACKENDS_DIR = ROOT / "llamactl" / "backends"
@@ -225,6 +225,29 @@ VLLM_TYPE_KIND: dict[str, ValueKind] = {
 VLLM_CHOICES_COLUMN_LIMIT = 300  # the parser dump cuts the choices column at this length
 
 
+ARGPARSE_OPTION = re.compile(r"^  (-\S.*?)(?: {2,}(\S.*))?$")
+ARGPARSE_CONTINUATION = " " * 8
+
+
+def argparse_descriptions(help_text: str) -> dict[str, str]:
+    """Each spelling's description in an argparse ``--help``: the text beside the option and the
+    lines indented under it, up to the next option, section or blank line."""
+    descriptions: dict[str, str] = {}
+    current: list[str] | None = None
+    spellings: list[str] = []
+    for line in [*help_text.splitlines(), ""]:
+        option = ARGPARSE_OPTION.match(line)
+        if current is not None and (option or not line.startswith(ARGPARSE_CONTINUATION)):
+            descriptions.update(dict.fromkeys(spellings, " ".join(current)))
+            current = None
+        if option:
+            spellings = re.findall(r"(?:^|, )(-[\w-]+)", option.group(1))
+            current = [option.group(2) or ""]
+        elif current is not None:
+            current.append(line.strip())
+    return descriptions
+
+
 def vllm_help_choices(help_text: str, spelling: str) -> list[str]:
     match = re.search(re.escape(spelling) + r" \{([^}]*)\}", help_text)
     return match.group(1).split(",") if match else []
@@ -234,6 +257,7 @@ def vllm_specs() -> tuple[str, str, list[Draft], dict[str, tuple[str, str]]]:
     dump = (HELP_DIR / "vllm-serve-flags-0.33.0.txt").read_text()
     help_text = (HELP_DIR / "vllm-serve-help-0.33.0.txt").read_text()
     go_keys = read_go_keys("vllm")
+    descriptions = argparse_descriptions(help_text)
     drafts: list[Draft] = []
     for line in dump.splitlines():
         if line.startswith(("#", " ")) or not line.strip():
@@ -267,6 +291,7 @@ def vllm_specs() -> tuple[str, str, list[Draft], dict[str, tuple[str, str]]]:
                 choices = ",".join(vllm_help_choices(help_text, spellings[0]))
             draft.choices = [c for c in choices.split(",") if c and c != "None"]
         draft.positional = spellings[0] == "--model"
+        draft.description = descriptions.get(spellings[0], "")
         drafts.append(draft)
     return "vllm serve", "0.33.0", drafts, go_keys
 
@@ -291,6 +316,7 @@ MLX_KINDS: dict[str, ValueKind] = {
 def mlx_specs() -> tuple[str, str, list[Draft], dict[str, tuple[str, str]]]:
     text = (HELP_DIR / "mlx-lm-server-help-0.32.2.txt").read_text()
     go_keys = read_go_keys("mlx_lm")
+    descriptions = argparse_descriptions(text)
     drafts: list[Draft] = []
     options = text.split("\noptions:\n", 1)[1]
     for match in re.finditer(r"^  (-[^\s,]+(?:, -[^\s,]+)*)(?: (\S+))?", options, re.MULTILINE):
@@ -298,6 +324,7 @@ def mlx_specs() -> tuple[str, str, list[Draft], dict[str, tuple[str, str]]]:
         if INFO_FLAGS & set(spellings):
             continue
         draft = Draft(spellings=spellings, metavar=match.group(2) or "")
+        draft.description = descriptions.get(spellings[0], "")
         key = go_key_for(draft, go_keys)
         choice_match = re.fullmatch(r"\{([\w,]+)\}", draft.metavar)
         if not draft.metavar:
@@ -363,9 +390,15 @@ def finish(
                 positional=draft.positional,
                 implied=draft.implied,
                 secret=draft.main_long in secrets,
+                help=one_line(draft.description),
             )
         )
     return specs
+
+
+def one_line(description: str) -> str:
+    text = " ".join(description.split())
+    return text if len(text) <= HELP_CHARS else text[: HELP_CHARS - 1].rstrip() + "…"
 
 
 def field_type(flag: FlagSpec) -> str:

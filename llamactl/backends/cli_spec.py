@@ -14,6 +14,9 @@ from typing import Literal
 
 import msgspec
 
+HELP_CHARS = 300
+"""A flag's help is cut here: enough to choose a flag by, not the whole manual."""
+
 ValueKind = Literal["switch", "int", "float", "str", "json", "int_or_str"]
 """What a flag's value is.
 
@@ -47,6 +50,8 @@ class FlagSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     """The value meant when the flag is given with none: older releases took it as a switch."""
     secret: bool = False
     """The value is a credential (``--api-key``): logs and ``GET /config`` show ``***`` instead."""
+    help: str = ""
+    """What the backend's ``--help`` says of it, on one line (at most HELP_CHARS)."""
 
     @property
     def is_list(self) -> bool:

@@ -327,6 +327,8 @@ class InstanceManager:
         record = InstanceRecord(name=name, created=time.time(), options=options, declared=declared)
         instance = self._add(record)
         instance.id = self._store.save_instance(record)
+        status = instance.supervisor.state.status.value
+        self.events.publish(EventKind.STATUS, name, status=status, reason="created")
         return self._info(instance)
 
     async def update(self, name: str, options: InstanceOptions, from_config: bool = False) -> InstanceInfo:

@@ -153,6 +153,10 @@ class ManagementApi:
     async def backend_version(self, request: Request) -> Response:
         return await self._run_backend(_backend(request), "--version")
 
+    async def backend_options(self, request: Request) -> Response:
+        """Every option of the backend's pinned version: its key, flags, kind and help."""
+        return json_response(_backend(request).spec)
+
     async def backend_help(self, request: Request) -> Response:
         return await self._run_backend(_backend(request), "--help")
 

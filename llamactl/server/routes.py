@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from llamactl.backends import ParsedCommand
+from llamactl.backends.cli_spec import CliSpec
 from llamactl.errors import HttpError
 from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
@@ -49,6 +50,7 @@ from llamactl.server.models_api import (
 )
 from llamactl.server.openapi import ApiDocs
 from llamactl.server.proxy import Proxy
+from llamactl.server.web_ui import WebUi
 
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 """What the pass-through routes forward; anything else (TRACE, CONNECT, WebDAV) is a 405."""
@@ -132,6 +134,7 @@ def route_table(apis: Apis) -> list[Endpoint]:
     instance = "/api/v1/instances/{name}"
     mgmt = Family.MANAGEMENT
     docs = ApiDocs(lambda: table)
+    ui = WebUi()
     table = [
         Endpoint(
             path="/v1/models",
@@ -366,6 +369,16 @@ def route_table(apis: Apis) -> list[Endpoint]:
             errors=(400, 413),
         ),
         Endpoint(
+            path="/api/v1/backends/{backend}/options",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(management.backend_options),
+            operation="backend_options",
+            summary="Every option llamactl knows for the backend: key, flags, kind, choices and help",
+            response=CliSpec,
+            errors=(400,),
+        ),
+        Endpoint(
             path="/api/v1/backends/{backend}/version",
             methods=("GET",),
             family=mgmt,
@@ -540,6 +553,25 @@ def route_table(apis: Apis) -> list[Endpoint]:
                 QueryParam("since", "integer", "The first `limit` records after this id (to follow the log)"),
                 QueryParam("limit", "integer", "How many records (default 100, at most 1000)"),
             ),
+        ),
+        Endpoint(
+            path="/",
+            methods=("GET",),
+            family=Family.PUBLIC,
+            handler=ui.page,
+            operation="web_ui",
+            summary="The web UI (it asks for a key and sends it with each request)",
+            media=("text/html",),
+        ),
+        Endpoint(
+            path="/ui/{path:path}",
+            methods=("GET",),
+            family=Family.PUBLIC,
+            handler=ui.asset,
+            operation="web_ui_file",
+            summary="The web UI's modules, styles and vendored libraries",
+            media=("text/javascript", "text/css"),
+            errors=(404,),
         ),
     ]
     return table

@@ -222,6 +222,16 @@ def test_parse_command_and_backend_info(tmp_path: Path) -> None:
         assert version.status_code == 200 and "standin" in version.text
         missing = await client.get("/api/v1/backends/vllm/version", headers=MANAGEMENT)
         assert (missing.status_code, error_of(missing)) == (503, "backend_not_installed")
+        # Every option with its flags and help, for the UI's editor; no backend process is run.
+        spec = (await client.get("/api/v1/backends/vllm/options", headers=MANAGEMENT)).json()
+        assert spec["program"] == "vllm serve"
+        max_len = next(flag for flag in spec["flags"] if flag["key"] == "max_model_len")
+        assert max_len["spellings"] == ["--max-model-len"]
+        assert max_len["help"].startswith("Model context length")
+        api_key = next(flag for flag in spec["flags"] if flag["key"] == "api_key")
+        assert api_key["secret"] is True
+        unknown = await client.get("/api/v1/backends/tgi/options", headers=MANAGEMENT)
+        assert unknown.status_code == 400 and unknown.json()["field"] == "backend"
 
     run(tmp_path, scenario)
 

@@ -1,0 +1,11 @@
+// The page's start: render the state on every change, follow the hash, restore the session.
+import { restoreSession, route } from './actions.js';
+import { html, render } from './html.js';
+import { subscribe } from './store.js';
+import { App } from './views/app.js';
+
+const root = document.getElementById('app');
+root.textContent = ''; // the loading note, until the first render
+subscribe((state) => render(html`<${App} state=${state} />`, root));
+addEventListener('hashchange', () => route(location.hash));
+restoreSession();
