@@ -4,6 +4,13 @@ import { applyEvent, stripAnsi } from './format.js';
 import { forgetKey, savedKey, saveKey } from './session.js';
 import { follow } from './sse.js';
 import { get, set } from './store.js';
+import { enterKeys } from './keys.js';
+import { enterModels } from './models.js';
+import { enterPlayground } from './playground.js';
+import { enterSystem } from './system.js';
+
+// The pages with a module of their own: each is entered with the rest of the hash (or null).
+const PAGES = { models: enterModels, keys: enterKeys, playground: enterPlayground, system: enterSystem };
 
 const LOG_LINES_KEPT = 5000;
 let live = null; // the AbortController of the events stream
@@ -60,6 +67,7 @@ async function roleOf(key) {
 async function afterSignIn() {
   if (get().session.role !== 'management') {
     await loadModels();
+    route(location.hash);
     return;
   }
   startEvents();
@@ -189,6 +197,9 @@ export function route(hash) {
   } else if (view === 'logs' && name) {
     set({ route: { view: 'logs', name } });
     followLog(name);
+  } else if (PAGES[view]) {
+    set({ route: { view, name } });
+    PAGES[view](name);
   } else {
     set({ route: { view: 'instances', name: null } });
   }

@@ -14,6 +14,10 @@ let state = {
   create: null,
   specs: {}, // backend type -> its options, as /api/v1/backends/{backend}/options lists them
   logs: null,
+  models: null, // each page's own state, owned by its module (models.js, keys.js, ...)
+  keys: null,
+  playground: null,
+  system: null,
 };
 let scheduled = false;
 

@@ -3,8 +3,23 @@ import { dismissNotice, signOut } from '../actions.js';
 import { html } from '../html.js';
 import { CreateView } from './create.js';
 import { InstancesView } from './instances.js';
+import { KeysView } from './keys.js';
 import { LogsView } from './logs.js';
+import { ModelsView } from './models.js';
+import { PlaygroundView } from './playground.js';
 import { SignIn } from './signin.js';
+import { SystemView } from './system.js';
+
+// The navigation: [view, label, for inference keys too].
+const PAGES = [
+  ['instances', 'Instances', true],
+  ['create', 'Create', false],
+  ['models', 'Models', false],
+  ['playground', 'Playground', true],
+  ['keys', 'Keys', false],
+  ['system', 'System', false],
+];
+const VIEWS = { models: ModelsView, keys: KeysView, playground: PlaygroundView, system: SystemView };
 
 export function App({ state }) {
   if (!state.session) return html`<${SignIn} signIn=${state.signIn} />`;
@@ -14,8 +29,8 @@ export function App({ state }) {
     <header class="top">
       <h1>llamactl</h1>
       <nav aria-label="Main">
-        <a href="#/instances" aria-current=${view === 'instances' ? 'page' : null}>Instances</a>
-        ${management && html`<a href="#/create" aria-current=${view === 'create' ? 'page' : null}>Create</a>`}
+        ${PAGES.filter(([, , forInference]) => management || forInference).map(([page, label]) => html`
+          <a href=${`#/${page}`} aria-current=${view === page ? 'page' : null}>${label}</a>`)}
         <a href="/api/v1/docs">API docs</a>
       </nav>
       <span class="live" data-live=${state.live} title="Live updates">${liveText(state, management)}</span>
@@ -35,6 +50,8 @@ function body(state, management, view) {
     return html`<${CreateView} create=${state.create} spec=${state.specs[backend]} />`;
   }
   if (management && view === 'logs' && state.logs) return html`<${LogsView} logs=${state.logs} />`;
+  const page = VIEWS[view];
+  if (page && (management || view === 'playground')) return html`<${page} state=${state} />`;
   return html`<${InstancesView} state=${state} management=${management} />`;
 }
 
