@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.ui.conftest import UiServer
 
@@ -105,6 +105,24 @@ def test_a_validation_error_from_llamactl_lands_beside_the_field_it_names(
     page.get_by_role("button", name="Parse").click()
     expect(page.locator("#command-error")).to_contain_text("---model")
     assert [error for error in console_errors if "status of 400" not in error] == []
+
+
+def test_what_is_typed_while_the_sign_in_still_loads_is_kept(page: Page, ui_server: UiServer) -> None:
+    """A slow instance list must not reset a form the user already opened and typed into."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # the list waits until the form is filled
+        held.append(route)
+
+    page.route("**/api/v1/instances", hold)
+    sign_in(page, ui_server.management_key)
+    page.goto("/#/create")
+    page.get_by_label("Command").fill("llama-server -m /m/tiny.gguf")
+    assert len(held) == 1
+    with page.expect_response("**/api/v1/instances"):
+        held[0].continue_()
+    page.wait_for_timeout(300)  # the list is applied within milliseconds of its answer
+    expect(page.get_by_label("Command")).to_have_value("llama-server -m /m/tiny.gguf")
 
 
 def test_the_flag_search_finds_options_by_a_part_of_their_name(page: Page, ui_server: UiServer) -> None:

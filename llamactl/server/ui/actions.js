@@ -42,6 +42,7 @@ export async function restoreSession() {
 export function signOut() {
   forgetKey();
   stopStreams();
+  routed = null;
   set({ session: null, instances: new Map(), loaded: false, live: 'closed', logs: null, create: null });
 }
 
@@ -183,9 +184,14 @@ export async function exportInstance(name) {
 
 // ------------------------------------------------------------------ routes
 
+let routed = null; // the hash last entered: entering it again would reset what the user typed
+
 export function route(hash) {
   const [view, ...rest] = hash.replace(/^#\/?/, '').split('/');
   const name = rest.length ? decodeURIComponent(rest.join('/')) : null;
+  const key = `${view}/${name}`;
+  if (key === routed) return;
+  routed = key;
   if (view !== 'logs' && logStream) {
     logStream.abort();
     logStream = null;
