@@ -7,7 +7,7 @@ context that bypasses the CSP; every other browser test keeps it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -40,7 +40,7 @@ def axe_page(new_context: CreateContextCallback, ui_server: UiServer) -> Page:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_no_page_has_a_serious_accessibility_violation(
-    axe_page: Page, ui_server: UiServer, scheme: str
+    axe_page: Page, ui_server: UiServer, scheme: Literal["light", "dark"]
 ) -> None:
     page = axe_page
     page.emulate_media(color_scheme=scheme)  # contrast is checked in both themes
