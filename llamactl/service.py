@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import msgspec
@@ -51,7 +52,8 @@ MEGABYTE = 1024 * 1024
 SHUTDOWN_TIMEOUT = 60.0
 """Seconds for every backend to stop on SIGTERM: drain, then SIGTERM, then SIGKILL each group."""
 HTTP_GRACE = 10.0
-"""Seconds requests in flight (and log follows) get to finish when llamactl stops."""
+"""Seconds requests in flight get to finish when llamactl stops; the events stream and log
+follows end at once (``InstanceManager.end_streams``)."""
 STREAM_IDLE_TIMEOUT = 600.0
 """Seconds of silence from a backend before a proxied answer is cut."""
 
@@ -257,7 +259,9 @@ async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig])
         print(f"llamactl: error: {error}", file=sys.stderr, flush=True)
         return 2
     server_config = loaded.config.server
-    server = uvicorn.Server(
+    loop = asyncio.get_running_loop()
+    server = _Server(
+        lambda: loop.call_soon_threadsafe(service.manager.end_streams),
         uvicorn.Config(
             service.app,
             host=server_config.host,
@@ -266,9 +270,8 @@ async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig])
             timeout_graceful_shutdown=int(HTTP_GRACE),
             log_level="warning",
             access_log=False,
-        )
+        ),
     )
-    loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
     loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, _reload(service)))
     # uvicorn takes SIGTERM and SIGINT while it serves and raises them again once it
@@ -296,6 +299,18 @@ async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig])
         print("llamactl: stopping every backend", file=sys.stderr, flush=True)
         await service.close()
     return 0 if server.started else 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling llamactl when a signal begins the shutdown."""
+
+    def __init__(self, on_exit: Callable[[], object], config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._on_exit()  # from the signal handler: it only schedules
 
 
 async def _reload(service: Service) -> None:

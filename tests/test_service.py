@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,44 @@ def test_sigterm_stops_every_backend_and_running_instances_come_back(tmp_path: P
         began = time.monotonic()
         assert serve.stop() == 0
         assert time.monotonic() - began < 10
+    assert_none_alive(pids)
+
+
+def test_open_event_and_log_streams_do_not_hold_up_a_sigterm(tmp_path: Path) -> None:
+    """A browser tab left open (the UI's events stream, a followed log) must not cost the grace."""
+    pids = tmp_path / "pids"
+    with start_serve(tmp_path, STANDIN_BACKENDS) as serve:
+        client = httpx.Client(base_url=serve.base_url, headers={"Authorization": f"Bearer {MANAGEMENT_KEY}"})
+        body = {
+            "backend_type": "llama_cpp",
+            "backend_options": {"model": "/m/a.gguf"},
+            "environment": {"STANDIN_PIDS": str(pids)},
+        }
+        assert client.post("/api/v1/instances/alpha", json=body).status_code == 201
+        assert client.post("/api/v1/instances/alpha/start").status_code == 200
+        opened: list[str] = []
+        ended: list[str] = []
+
+        def read(path: str) -> None:
+            with client.stream("GET", path, timeout=30) as stream:
+                for _ in stream.iter_bytes():
+                    if path not in opened:
+                        opened.append(path)
+            ended.append(path)
+
+        readers = [
+            threading.Thread(target=read, args=(path,))
+            for path in ("/api/v1/events", "/api/v1/instances/alpha/logs?follow=true")
+        ]
+        for reader in readers:
+            reader.start()
+        wait_for(lambda: len(opened) == 2)
+        began = time.monotonic()
+        assert serve.stop() == 0
+        assert time.monotonic() - began < 5  # not the 10 s grace
+        for reader in readers:
+            reader.join(5)
+        assert sorted(ended) == ["/api/v1/events", "/api/v1/instances/alpha/logs?follow=true"]
     assert_none_alive(pids)
 
 

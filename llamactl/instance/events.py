@@ -54,6 +54,8 @@ class EventBus:
         self._next_id = 1
         self._changed = asyncio.Event()
         self._listeners: list[EventListener] = []
+        self.ended = False
+        """llamactl is stopping: subscribers stop waiting (``end_subscribers``)."""
 
     def listen(self, listener: EventListener) -> None:
         """Call ``listener`` with every event as it is published, on the event loop (it must not block)."""
@@ -94,6 +96,11 @@ class EventBus:
         self._changed = asyncio.Event()
         return event
 
+    def end_subscribers(self) -> None:
+        """Wake every subscriber for the last time: an endless stream must not hold up a shutdown."""
+        self.ended = True
+        self._changed.set()
+
     def since(self, last_id: int) -> list[InstanceEvent]:
         """Events after ``last_id`` that the ring still holds."""
         return [event for event in self._ring if event.id > last_id]
@@ -105,7 +112,7 @@ class EventBus:
         last event it got.
         """
         events = self.since(last_id)
-        if not events:
+        if not events and not self.ended:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
             events = self.since(last_id)

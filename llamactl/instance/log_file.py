@@ -135,6 +135,10 @@ class InstanceLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self.end_follows()
+
+    def end_follows(self) -> None:
+        """End every follower once it has read what it was sent; the file goes on."""
         for follower in self._followers:
             follower.closed = True
             follower.wake.set()

@@ -147,6 +147,8 @@ class InstanceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     """What its model's files say: context, architecture, quantization, size, the estimate's parts."""
     served_context: int | None = None
     """The context the running backend says it has (llama-server's /props, vLLM's max_model_len)."""
+    running_since: float | None = None
+    """Unix seconds when the backend became ready, while it runs (its uptime's start)."""
 
 
 class Leased(msgspec.Struct, frozen=True):
@@ -284,6 +286,13 @@ class InstanceManager:
             self._pressure_task = asyncio.create_task(
                 self._pressure_loop(self.settings.memory_pressure), name="memory pressure"
             )
+
+    def end_streams(self) -> None:
+        """llamactl is stopping: the events stream and the log follows end, so no client holds
+        the shutdown for its whole grace; requests in flight keep it."""
+        self.events.end_subscribers()
+        for instance in self._instances.values():
+            instance.log.end_follows()
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop every backend (bounded), keeping which ones ran for the next boot."""
@@ -979,6 +988,11 @@ class InstanceManager:
 
     def _info(self, instance: _Instance) -> InstanceInfo:
         supervisor = instance.supervisor
+        running = supervisor.state.phase is Phase.RUNNING
+        running_since = None
+        if running and supervisor.ready_since is not None:
+            # The supervisor keeps the monotonic clock's reading; clients need the wall clock's.
+            running_since = time.time() - (self._clock() - supervisor.ready_since)
         return InstanceInfo(
             id=instance.id,
             name=instance.name,
@@ -996,7 +1010,8 @@ class InstanceManager:
             in_flight=instance.in_flight,
             memory=instance.memory.figures(self._pid(instance)),
             model=instance.memory.profile,
-            served_context=supervisor.served_context if supervisor.state.phase is Phase.RUNNING else None,
+            served_context=supervisor.served_context if running else None,
+            running_since=running_since,
         )
 
     async def _pressure_loop(self, pressure: MemoryPressure) -> None:

@@ -42,6 +42,8 @@ class EventsStream:
         yield b": llamactl events\n\n"
         while True:
             events = await self._bus.wait_after(last_id, HEARTBEAT_SECONDS)
+            if not events and self._bus.ended:
+                return  # llamactl is stopping; the client reconnects to the next one
             if not events:
                 yield b": keep-alive\n\n"
                 continue

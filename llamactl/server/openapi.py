@@ -173,7 +173,7 @@ def docs_page(table: list[Endpoint]) -> str:
         for endpoint in table
     )
     return (
-        "<!doctype html><meta charset=utf-8><title>llamactl API</title><link rel=icon href=\"data:,\">"
+        '<!doctype html><meta charset=utf-8><title>llamactl API</title><link rel=icon href="data:,">'
         "<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em}</style>"
         "<h1>llamactl API</h1><p>Full schema: <a href=openapi.json>openapi.json</a>. "
         "Keys go in <code>Authorization: Bearer</code> or <code>X-API-Key</code>.</p>"

@@ -64,9 +64,12 @@ def test_start_means_ready_and_stop_leaves_nothing(tmp_path: Path, pids: Path) -
     async def scenario() -> None:
         async with opened_manager(tmp_path) as m:
             created = m.create("alpha", standin_options(pids, "load_time=0.3"))
-            assert created.status is InstanceStatus.STOPPED
+            assert created.status is InstanceStatus.STOPPED and created.running_since is None
+            asked = time.time()
             started = await m.start("alpha")
             assert started.status is InstanceStatus.RUNNING
+            # its uptime starts at readiness: after the 0.3 s of loading, before now
+            assert started.running_since is not None and asked + 0.3 <= started.running_since <= time.time()
             # running means the readiness probe passed: the backend answers at once
             response = await chat(m, "alpha")
             assert response.json()["choices"][0]["message"]["content"] == "hello"
@@ -75,6 +78,7 @@ def test_start_means_ready_and_stop_leaves_nothing(tmp_path: Path, pids: Path) -
             stopped = await m.stop("alpha")
             assert time.monotonic() - began < 1.5  # SIGTERM honoured: well inside the 2 s grace
             assert stopped.status is InstanceStatus.STOPPED and stopped.port is None
+            assert stopped.running_since is None
             assert not alive(pid)
             log = "\n".join(m.log_tail("alpha", 50))
             assert "starting:" in log and "exited with code" in log and "standin: listening" in log

@@ -68,8 +68,10 @@ def base_url() -> None:
 
 
 @pytest.fixture
-def context(new_context: CreateContextCallback, ui_server: UiServer) -> BrowserContext:
-    """pytest-playwright's context, on ``ui_server`` (relative URLs) and with ``TIMEOUT_MS`` waits."""
+def context(ui_server: UiServer, new_context: CreateContextCallback) -> BrowserContext:
+    """pytest-playwright's context, on ``ui_server`` (relative URLs) and with ``TIMEOUT_MS`` waits.
+
+    ``ui_server`` first: torn down last, so the browser has gone when llamactl stops."""
     browser_context = new_context(base_url=ui_server.base_url)
     browser_context.set_default_timeout(TIMEOUT_MS)
     browser_context.set_default_navigation_timeout(TIMEOUT_MS)
