@@ -51,7 +51,7 @@ def test_a_pasted_command_becomes_an_instance_that_starts_and_stops_without_a_re
     page: Page, ui_server: UiServer, console_errors: list[str]
 ) -> None:
     sign_in(page, ui_server.management_key)
-    page.get_by_role("link", name="Create").click()
+    page.get_by_role("link", name="Create", exact=True).click()
     page.get_by_label("Command").fill("llama-server -m /m/tiny.gguf --alias tiny -c 2048")
     page.get_by_role("button", name="Parse").click()
     expect(page.get_by_role("textbox", name="ctx_size --ctx-size, -c")).to_have_value("2048")
@@ -66,6 +66,7 @@ def test_a_pasted_command_becomes_an_instance_that_starts_and_stops_without_a_re
     row(page, "pasted").get_by_role("button", name="Start pasted").click()
     expect(row(page, "pasted").locator(STATUS)).to_have_text("running")
     expect(row(page, "pasted").locator("td.port")).to_have_text(re.compile(r"^\d+$"))  # its port
+    expect(row(page, "pasted").locator("td.uptime")).to_have_text(re.compile(r"^\d+ s$"))
 
     # A change made elsewhere arrives through the events stream.
     ui_server.serve.create("elsewhere")
@@ -125,6 +126,24 @@ def test_what_is_typed_while_the_sign_in_still_loads_is_kept(page: Page, ui_serv
     expect(page.get_by_label("Command")).to_have_value("llama-server -m /m/tiny.gguf")
 
 
+def test_a_page_opened_before_the_key_is_checked_asks_nothing_without_it(
+    page: Page, ui_server: UiServer, console_errors: list[str]
+) -> None:
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # the key's check waits until the user has moved on
+        held.append(route)
+
+    page.route("**/api/v1/version", hold)
+    sign_in(page, ui_server.management_key)
+    page.goto("/#/create")
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.get_by_label("Command")).to_be_visible()
+    expect(page.get_by_text("Add an option")).to_have_count(0)  # nothing parsed yet
+    assert console_errors == []  # no request went out without the key (a 401)
+
+
 def test_the_flag_search_finds_options_by_a_part_of_their_name(page: Page, ui_server: UiServer) -> None:
     sign_in(page, ui_server.management_key)
     page.goto("/#/create")
@@ -174,7 +193,7 @@ def test_the_pure_modules_in_the_browser(page: Page, ui_server: UiServer) -> Non
     results = page.evaluate(
         """async () => {
           const { SseParser } = await import('/ui/sse.js');
-          const { searchFlags, stripAnsi, applyEvent } = await import('/ui/format.js');
+          const { searchFlags, stripAnsi, applyEvent, uptime } = await import('/ui/format.js');
           const parser = new SseParser();
           const events = [
             ...parser.feed(': comment\\nid: 7\\nevent: status\\ndata: {"a"'),
@@ -193,6 +212,7 @@ def test_the_pure_modules_in_the_browser(page: Page, ui_server: UiServer) -> Non
             ctx: searchFlags(flags, 'ctx').map((f) => f.key),
             dashed: searchFlags(flags, '--ctx-size').map((f) => f.key),
             byHelp: searchFlags(flags, 'cpu').map((f) => f.key),
+            up: [uptime(null), uptime(100, 145000), uptime(0, 3900000), uptime(0, 200000000)],
             ansi: stripAnsi('\\x1b[1;31mred\\x1b[0m \\x1b]0;title\\x07done'),
             status: applyEvent(one, { kind: 'status', instance: 'a', status: 'running' })
               .instances.get('a').status,
@@ -208,4 +228,5 @@ def test_the_pure_modules_in_the_browser(page: Page, ui_server: UiServer) -> Non
     assert results["lastId"] == "8"
     assert (results["ctx"], results["dashed"], results["byHelp"]) == (["ctx_size"], ["ctx_size"], ["threads"])
     assert results["ansi"] == "red done"
+    assert results["up"] == ["\u2013", "45 s", "1 h 5 min", "2 d 7 h"]
     assert (results["status"], results["unknown"], results["deleted"]) == ("running", True, 0)

@@ -187,6 +187,7 @@ export async function exportInstance(name) {
 let routed = null; // the hash last entered: entering it again would reset what the user typed
 
 export function route(hash) {
+  if (!get().session) return; // entered once signed in (afterSignIn): no request goes without a key
   const [view, ...rest] = hash.replace(/^#\/?/, '').split('/');
   const name = rest.length ? decodeURIComponent(rest.join('/')) : null;
   const key = `${view}/${name}`;

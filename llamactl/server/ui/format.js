@@ -20,6 +20,18 @@ export function stripAnsi(text) {
   return text.replace(ANSI, '');
 }
 
+// How long since `since` (unix seconds), as people say it: 45 s, 12 min, 3 h 5 min, 2 d 4 h.
+export function uptime(since, now = Date.now()) {
+  if (since === null || since === undefined) return '–';
+  const seconds = Math.max(0, Math.floor(now / 1000 - since));
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
 export function modelOf(instance) {
   const options = instance.options && instance.options.backend_options;
   const path = options && (options.model || options.model_path || options.hf_repo);

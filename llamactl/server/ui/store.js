@@ -11,6 +11,7 @@ let state = {
   live: 'closed', // the events stream: 'open' | 'retrying' | 'closed'
   notice: null, // {kind: 'error' | 'info', text}
   busy: new Set(), // instance names with an action in flight
+  now: Date.now(), // the clock uptimes are shown against, moved on by main.js
   create: null,
   specs: {}, // backend type -> its options, as /api/v1/backends/{backend}/options lists them
   logs: null,

@@ -1,6 +1,6 @@
 // The instances table, live from the events stream, with each row's actions.
 import { exportInstance, instanceAction } from '../actions.js';
-import { bytes, memoryOf, modelOf } from '../format.js';
+import { bytes, memoryOf, modelOf, uptime } from '../format.js';
 import { html } from '../html.js';
 
 const RUNNING = new Set(['running', 'starting', 'restarting']);
@@ -26,15 +26,15 @@ export function InstancesView({ state, management }) {
       <thead><tr>
         <th scope="col">Name</th><th scope="col">Backend</th><th scope="col">Status</th>
         <th scope="col">Model</th><th scope="col">Port</th><th scope="col">Memory</th>
-        <th scope="col">In flight</th><th scope="col">Queued</th><th scope="col">Restarts</th>
+        <th scope="col">In flight</th><th scope="col">Queued</th><th scope="col">Up</th><th scope="col">Restarts</th>
         <th scope="col">Actions</th>
       </tr></thead>
       <tbody>${instances.map((each) => html`<${Row} key=${each.name} instance=${each}
-        busy=${state.busy.has(each.name)} />`)}</tbody>
+        busy=${state.busy.has(each.name)} now=${state.now} />`)}</tbody>
     </table>`;
 }
 
-function Row({ instance, busy }) {
+function Row({ instance, busy, now }) {
   const name = instance.name;
   const running = RUNNING.has(instance.status);
   const action = (which) => () => instanceAction(name, which);
@@ -49,6 +49,7 @@ function Row({ instance, busy }) {
       <td>${bytes(memoryOf(instance))}</td>
       <td>${instance.in_flight ?? 0}</td>
       <td>${instance.queued ?? 0}</td>
+      <td class="uptime">${uptime(instance.running_since, now)}</td>
       <td>${instance.restarts ?? 0}</td>
       <td><div class="actions">
         ${running
