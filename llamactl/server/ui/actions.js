@@ -43,7 +43,11 @@ export function signOut() {
   forgetKey();
   stopStreams();
   routed = null;
-  set({ session: null, instances: new Map(), loaded: false, live: 'closed', logs: null, create: null });
+  // Every page's state goes: a key shown once on the keys page must not outlive the session.
+  set({
+    session: null, instances: new Map(), loaded: false, live: 'closed', logs: null, create: null,
+    models: null, keys: null, playground: null, system: null,
+  });
 }
 
 // A management key may read /api/v1; an inference key only /v1.

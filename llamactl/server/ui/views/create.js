@@ -3,6 +3,7 @@
 import { addOption, editCreate, editOption, parseCommand, removeOption, saveInstance } from '../actions.js';
 import { searchFlags } from '../format.js';
 import { html } from '../html.js';
+import { Field } from './field.js';
 
 const BACKENDS = [['llama_cpp', 'llama.cpp (llama-server)'], ['mlx_lm', 'MLX (mlx_lm.server)'], ['vllm', 'vLLM']];
 
@@ -140,12 +141,3 @@ function InstanceOptions({ values, errors }) {
     </fieldset>`;
 }
 
-function Field({ id, label, error, help, children }) {
-  return html`
-    <div class=${`field${error ? ' invalid' : ''}`}>
-      <label for=${id}>${label}</label>
-      ${children}
-      ${help && html`<p class="help">${help}</p>`}
-      ${error && html`<p class="field-error" id=${`${id}-error`} role="alert">${error}</p>`}
-    </div>`;
-}
