@@ -35,9 +35,8 @@ export function uptime(since, now = Date.now()) {
 export function modelOf(instance) {
   const options = instance.options && instance.options.backend_options;
   const path = options && (options.model || options.model_path || options.hf_repo);
-  if (instance.served_model) return instance.served_model;
-  if (!path) return '–';
-  return String(path).split('/').pop();
+  const shown = instance.served_model || path; // a model made from the catalogue is served as its path
+  return shown ? String(shown).split('/').pop() : '–';
 }
 
 export function memoryOf(instance) {
