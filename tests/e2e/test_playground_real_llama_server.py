@@ -19,7 +19,7 @@ from pytest_playwright import CreateContextCallback
 
 from tests.e2e.test_lifecycle_real_backends import group_members
 from tests.e2e.test_serve_real_backends import REAL_BACKENDS, Server, remember_group
-from tests.e2e.tiny_models import N_FF, N_LAYERS, SMALL_EMBD, SMALL_HEADS, write_llama_gguf_weights
+from tests.e2e.tiny_models import write_tiny_gguf
 from tests.serve_process import MANAGEMENT_KEY, serve_process
 
 # The browser harness of tests/ui (Debian's Chromium, no session-wide base URL), shared as it is.
@@ -39,17 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with serve_process(tmp_path_factory.mktemp("serve"), REAL_BACKENDS, stop_timeout=120) as serve:
         running = Server(serve)
         model = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
-        write_llama_gguf_weights(
-            model,
-            embedding=SMALL_EMBD,
-            heads=SMALL_HEADS,
-            kv_heads=SMALL_HEADS,
-            layers=N_LAYERS,
-            feed_forward=N_FF,
-            context=CONTEXT,
-            f16=False,
-            name="tiny-llama",
-        )
+        write_tiny_gguf(model, context=CONTEXT)
         command = f"llama-server -m {model} --alias tiny -c {CONTEXT} -np 1 -t 2 --ignore-eos"
         running.paste("tiny", "llama-cpp", command)
         started = running.api.post("/api/v1/instances/tiny/start")

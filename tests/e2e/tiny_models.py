@@ -81,8 +81,10 @@ class _RandomWeights:
         return np.ones(size, dtype=np.float32)
 
 
-def write_tiny_gguf(path: Path) -> Path:
-    """Write the tiny model as a GGUF file for llama-server (~0.5 MB, all f32); returns ``path``."""
+def write_tiny_gguf(path: Path, context: int = N_CTX) -> Path:
+    """Write the tiny model as a GGUF file for llama-server (~0.5 MB, all f32); returns ``path``.
+
+    llama-server caps a slot at the model's training ``context``."""
     write_llama_gguf_weights(
         path,
         embedding=SMALL_EMBD,
@@ -90,7 +92,7 @@ def write_tiny_gguf(path: Path) -> Path:
         kv_heads=SMALL_HEADS,
         layers=N_LAYERS,
         feed_forward=N_FF,
-        context=N_CTX,
+        context=context,
         f16=False,
         name="tiny-llama",
     )

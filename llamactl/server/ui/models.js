@@ -83,21 +83,16 @@ export function deletable(entry) {
 export async function deleteModel(entry) {
   const what = entry.tag ? `${entry.repo}:${entry.tag}` : entry.repo;
   if (!confirm(`Delete ${what} from the Hugging Face cache? Every file of that download goes, other quants in it too.`)) return;
-  editModels((models) => ({ deleting: { ...models.deleting, [entry.id]: true } }));
-  try {
-    const query = new URLSearchParams({ repo: entry.repo });
-    if (entry.tag) query.set('tag', entry.tag);
-    await request(`/api/v1/models?${query}`, { method: 'DELETE' });
-  } catch (error) {
-    // Gone already (deleted elsewhere) is what the user asked for; the rescan shows it.
-    if (error.status !== 404) notify('error', `Could not delete ${what}: ${error.message}`);
-  } finally {
-    editModels((models) => {
-      const deleting = { ...models.deleting };
-      delete deleting[entry.id];
-      return { deleting };
-    });
-  }
+  await whileBusy('deleting', entry.id, async () => {
+    try {
+      const query = new URLSearchParams({ repo: entry.repo });
+      if (entry.tag) query.set('tag', entry.tag);
+      await request(`/api/v1/models?${query}`, { method: 'DELETE' });
+    } catch (error) {
+      // Gone already (deleted elsewhere) is what the user asked for; the rescan shows it.
+      if (error.status !== 404) notify('error', `Could not delete ${what}: ${error.message}`);
+    }
+  });
   await loadCatalogue();
 }
 
@@ -199,19 +194,28 @@ function stopPolling() {
   pollTimer = null;
 }
 
-// Cancel a running job (it stays listed, cancelled), or forget a finished one.
-export async function cancelOrRemoveJob(job) {
-  editModels((models) => ({ jobBusy: { ...models.jobBusy, [job.id]: true } }));
+// Mark `id` busy in state.models[field] (its button disabled) while `work` runs.
+async function whileBusy(field, id, work) {
+  editModels((models) => ({ [field]: { ...models[field], [id]: true } }));
   try {
-    await request(`/api/v1/models/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
-  } catch (error) {
-    if (error.status !== 404) notify('error', `Could not ${running(job) ? 'cancel' : 'remove'} the download of ${job.repo}: ${error.message}`);
+    await work();
   } finally {
     editModels((models) => {
-      const jobBusy = { ...models.jobBusy };
-      delete jobBusy[job.id];
-      return { jobBusy };
+      const marks = { ...models[field] };
+      delete marks[id];
+      return { [field]: marks };
     });
   }
+}
+
+// Cancel a running job (it stays listed, cancelled), or forget a finished one.
+export async function cancelOrRemoveJob(job) {
+  await whileBusy('jobBusy', job.id, async () => {
+    try {
+      await request(`/api/v1/models/jobs/${encodeURIComponent(job.id)}`, { method: 'DELETE' });
+    } catch (error) {
+      if (error.status !== 404) notify('error', `Could not ${running(job) ? 'cancel' : 'remove'} the download of ${job.repo}: ${error.message}`);
+    }
+  });
   await loadJobs();
 }
