@@ -201,18 +201,19 @@ class Proxy:
         if observed is not None:
             observed.admitted = time.perf_counter()
         extra_headers = self.response_headers.get(leased.info.options.backend_type.value, [])
-        exchange = await self.upstream.forward(
+        exchange = Exchange(status=200 if head_sent else 0)
+        if observed is not None:
+            observed.exchange = exchange  # before the forward: a client that leaves cancels it
+        await self.upstream.forward(
             scope,
             send,
             Target(leased.host, leased.port, target),
             body,
             extra_headers,
             error_body,
-            head_sent,
+            exchange,
             hide_usage,
         )
-        if observed is not None:
-            observed.exchange = exchange
 
     @contextlib.asynccontextmanager
     async def _observing(self, observed: _Observed | None) -> AsyncIterator[None]:

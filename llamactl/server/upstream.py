@@ -133,25 +133,26 @@ class Upstream:
         body: bytes,
         response_headers: list[tuple[bytes, bytes]],
         error_body: ErrorBody,
-        head_sent: bool = False,
+        exchange: Exchange,
         hide_usage: bool = False,
-    ) -> Exchange:
+    ) -> None:
         """Send ``body`` to the backend with the client's method and headers; stream the answer back.
+
+        ``exchange`` is filled in as the answer goes, so what it says holds even when the
+        client leaves mid-answer: the time of the first byte, the usage seen so far.
 
         ``hide_usage``: the usage-only events of a stream are counted but not passed on (llamactl
         asked for them; the client did not).
 
-        ``head_sent``: a 200 event stream's head already went out (while the
+        An ``exchange`` whose status is already 200 is a stream whose head went out (while the
         request waited for its instance), so the backend's own head is not sent;
         an answer that is not a 200 event stream becomes the stream's error event.
         The caller cancels this when the client leaves (``cancelled_when_client_leaves``).
         """
         headers = [(name, value) for name, value in scope["headers"] if name not in REQUEST_DROPPED]
-        exchange = Exchange(status=200 if head_sent else 0)
         await self._exchange(
             scope, send, target, body, headers, response_headers, error_body, exchange, hide_usage
         )
-        return exchange
 
     async def _exchange(
         self,

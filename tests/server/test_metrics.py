@@ -158,6 +158,26 @@ def test_each_proxied_request_is_in_the_activity_log_without_its_prompt_or_answe
     assert "secret" not in serve.client.get("/api/v1/activity").text
 
 
+def test_a_stream_the_client_leaves_keeps_its_time_to_first_byte(serve: Serve) -> None:
+    """The Stop of a playground: the record says 499, and when the first token came."""
+    create(serve, "a")
+    before = scrape(serve)
+    body = {"model": "a", "messages": [], "stream": True, "chunks": 100, "chunk_delay": 0.05}
+    with serve.client.stream("POST", CHAT, json=body) as answer:
+        assert next(answer.iter_raw()).startswith(b"data: ")
+    deadline = time.monotonic() + 10
+    while not (records := serve.client.get("/api/v1/activity").json()["activity"]):
+        assert time.monotonic() < deadline, "the cut stream was never recorded"
+        time.sleep(0.05)
+    [record] = records
+    assert record["status"] == 499
+    assert 0 < record["ttft_seconds"] <= record["duration_seconds"]
+    after = scrape(serve)
+    labels = {"instance": "a", "backend": "llama_cpp", "endpoint": CHAT}
+    ttfts = "llamactl_time_to_first_byte_seconds_count"
+    assert value(after, ttfts, **labels) - value(before, ttfts, **labels) == 1
+
+
 def test_healthz_answers_without_a_key_and_readyz_once_booted(serve: Serve) -> None:
     assert httpx.get(serve.base_url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(serve.base_url + "/readyz")
