@@ -8,9 +8,11 @@ see a validation error beside its field, delete.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.sync_api import Locator, Page, Route, expect
 
+from tests.serve_process import MANAGEMENT_KEY, serve_process, standin_backends
 from tests.ui.conftest import UiServer
 
 STATUS = "td span.status"
@@ -230,3 +232,23 @@ def test_the_pure_modules_in_the_browser(page: Page, ui_server: UiServer) -> Non
     assert results["ansi"] == "red done"
     assert results["up"] == ["\u2013", "45 s", "1 h 5 min", "2 d 7 h"]
     assert (results["status"], results["unknown"], results["deleted"]) == ("running", True, 0)
+
+
+def test_a_declared_instance_is_marked_and_its_edit_points_to_the_config_file(
+    page: Page, tmp_path: Path, console_errors: list[str]
+) -> None:
+    tail = standin_backends() + "models:\n  declared:\n    command: llama-server -m /m/d.gguf\n"
+    (tmp_path / "declared").mkdir()
+    with serve_process(tmp_path / "declared", tail) as running:
+        page.goto(running.base_url + "/")
+        page.get_by_label("API key").fill(MANAGEMENT_KEY)
+        page.get_by_role("button", name="Sign in").click()
+        declared = row(page, "declared")
+        expect(declared.get_by_title("Declared in the config file")).to_have_text("config")
+        expect(declared.get_by_role("button", name="Delete declared")).to_have_count(0)
+        declared.get_by_role("link", name="Edit declared").click()
+        expect(page.get_by_role("status")).to_contain_text("declared in the config file")
+        expect(page.get_by_role("status")).to_contain_text("models.declared")
+        expect(page.get_by_role("button", name="Save")).to_have_count(0)
+        page.close()
+    assert console_errors == []
