@@ -95,11 +95,18 @@ def main() -> None:
             page.get_by_role("list", name="Matching options").wait_for()
             for scheme in SCHEMES:
                 capture(page, "create", scheme)
+            page.goto(f"{base}/#/playground")
+            page.get_by_label("Model").select_option("qwen-chat")
+            page.get_by_label("Compare with").select_option("coder")
+            page.get_by_label("Prompt", exact=True).fill("Say hello in three languages.")
+            page.get_by_role("button", name="Send").click()
+            page.locator('[data-state="done"]').nth(1).wait_for()
+            for scheme in SCHEMES:
+                capture(page, "playground", scheme)
             for view, ready in (
                 ("logs/qwen-chat", "pre.log"),
                 ("models", "main table"),
                 ("keys", "main table"),
-                ("playground", "main"),
                 ("system", "pre.config"),
             ):
                 page.goto(f"{base}/#/{view}")
