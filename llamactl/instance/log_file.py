@@ -73,6 +73,7 @@ class InstanceLog:
         self._write_failing = False
         self._ring: deque[str] = deque(maxlen=RING_LINES)
         self._followers: set[_Follower] = set()
+        self._follows_ended = False
 
     def write_marker(self, text: str) -> None:
         when = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -113,7 +114,7 @@ class InstanceLog:
         A follower more than FOLLOW_QUEUE_LINES behind loses lines and sees one
         ``[… N lines dropped]`` notice in their place.
         """
-        if self._closed:
+        if self._closed or self._follows_ended:
             return
         follower = _Follower()
         self._followers.add(follower)
@@ -138,7 +139,8 @@ class InstanceLog:
         self.end_follows()
 
     def end_follows(self) -> None:
-        """End every follower once it has read what it was sent; the file goes on."""
+        """End every follower once it has read what it was sent, and refuse new ones; the file goes on."""
+        self._follows_ended = True
         for follower in self._followers:
             follower.closed = True
             follower.wake.set()

@@ -76,10 +76,10 @@ from llamactl.store import InstanceRecord, Store
 logger = logging.getLogger("llamactl.instance")
 
 PROGRESS_INTERVAL = 3.0
+"""Seconds between progress reports to a waiting request (SSE keep-alive comments)."""
 MEMORY_REPORT_WAIT = 10.0
 """How long after readiness the backend's memory report may still arrive in its log."""
 MEMORY_REPORT_POLL = 0.2
-"""Seconds between progress reports to a waiting request (SSE keep-alive comments)."""
 
 
 class ManagerSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -248,6 +248,25 @@ def test_follow_after_close_ends_at_once(tmp_path: Path) -> None:
     assert run(follow()) == []
 
 
+def test_ended_follows_end_and_refuse_new_ones_while_the_file_goes_on(tmp_path: Path) -> None:
+    """llamactl stopping: the follows end (no client holds the shutdown), the backend's output is kept."""
+    log = InstanceLog(tmp_path / "a.log", max_bytes=0, backups=0)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        lines = log.follow()
+        first = asyncio.ensure_future(anext(lines))
+        await asyncio.sleep(0)
+        await drain_chunks(log, b"one\n")
+        log.end_follows()
+        following = [await first] + [line async for line in lines]
+        later = [line async for line in log.follow()]  # asked for during the shutdown
+        await drain_chunks(log, b"two\n")
+        return following, later
+
+    assert run(scenario()) == (["one"], [])
+    assert (tmp_path / "a.log").read_text().splitlines() == ["one", "two"]
+
+
 def test_log_files_are_0600_in_0700_directories_whatever_the_umask(tmp_path: Path) -> None:
     previous = os.umask(0o022)
     try:
