@@ -17,13 +17,12 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 from pytest_playwright import CreateContextCallback
 
+# The browser harness of tests/ui (Debian's Chromium, no session-wide base URL), shared as it is.
+from tests.browser import TIMEOUT_MS
 from tests.e2e.test_lifecycle_real_backends import group_members
 from tests.e2e.test_serve_real_backends import REAL_BACKENDS, Server, remember_group
 from tests.e2e.tiny_models import write_tiny_gguf
 from tests.serve_process import MANAGEMENT_KEY, serve_process
-
-# The browser harness of tests/ui (Debian's Chromium, no session-wide base URL), shared as it is.
-from tests.ui.conftest import TIMEOUT_MS, base_url, browser_type_launch_args  # noqa: F401
 from tests.ui.test_instances_page import sign_in
 
 CONTEXT = 4096

@@ -13,7 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from pytest_playwright import CreateContextCallback
 
-from tests.ui.conftest import TIMEOUT_MS, UiServer
+from tests.browser import TIMEOUT_MS
+from tests.ui.conftest import UiServer
 from tests.ui.test_instances_page import sign_in
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"

@@ -15,7 +15,8 @@ import httpx
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 from pytest_playwright import CreateContextCallback
 
-from tests.ui.conftest import TIMEOUT_MS, UiServer
+from tests.browser import TIMEOUT_MS
+from tests.ui.conftest import UiServer
 from tests.ui.test_instances_page import sign_in
 
 ANY_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$")
