@@ -6,10 +6,11 @@ safetensors metadata with ``"format": "mlx"``, and a quantized MLX model's
 ``quantization_config`` only). Anything else is plain safetensors.
 
 The facts come from ``config.json`` (``model_type``, else ``architectures[0]``;
-``max_position_embeddings``, also under ``text_config`` for multimodal
-models; ``torch_dtype`` or its newer name ``dtype``) and the safetensors
-headers: parameters are the sum of the tensors' shape products, unless the
-index mlx_lm writes gives ``total_parameters``. The tensors are never read.
+``max_position_embeddings`` or an older model's name for it, also under
+``text_config`` for multimodal models; ``torch_dtype`` or its newer name
+``dtype``) and the safetensors headers: parameters are the sum of the
+tensors' shape products, unless the index mlx_lm writes gives
+``total_parameters``. The tensors are never read.
 """
 
 from __future__ import annotations
@@ -80,16 +81,14 @@ def read_model_dir(directory: FoundDir, context: ScanContext) -> ModelDir | None
             if header is None:
                 return None
             headers.append(header)
-    mlx = isinstance(config.get("quantization"), dict) or any(
-        header.metadata.get("format") == "mlx" for header in headers
-    )
+    mlx = is_mlx_model(config, headers)
     return ModelDir(
         directory=directory,
         format=ModelFormat.MLX if mlx else ModelFormat.SAFETENSORS,
         architecture=_architecture(config),
         parameters=_index_parameters(by_name.get(SAFETENSORS_INDEX)) or _parameters(headers, config),
         quantization=_quantization(config, mlx),
-        context_length=_context_length(config),
+        context_length=context_length(config),
         chat_template=_has_chat_template(by_name),
         files=tuple(file for file in directory.files if not file.name.lower().endswith(GGUF_SUFFIX)),
     )
@@ -142,10 +141,26 @@ def _architecture(config: dict[str, Any]) -> str | None:
     return _text(config.get("model_type")) or _text(first)
 
 
-def _context_length(config: dict[str, Any]) -> int | None:
+def is_mlx_model(config: dict[str, Any], headers: list[SafetensorsHeader]) -> bool:
+    """mlx_lm wrote the dir: its config has a top-level ``quantization`` or its shards say ``format: mlx``."""
+    return isinstance(config.get("quantization"), dict) or any(
+        header.metadata.get("format") == "mlx" for header in headers
+    )
+
+
+CONTEXT_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+"""The training context's names in config.json, in the order tried: transformers' own, then GPT-2's,
+MPT's and ChatGLM's."""
+
+
+def context_length(config: dict[str, Any]) -> int | None:
+    """The training context a config.json gives, at its top or in a multimodal model's ``text_config``."""
     text_config = config.get("text_config")
-    nested = text_config.get("max_position_embeddings") if isinstance(text_config, dict) else None
-    return _count(config.get("max_position_embeddings")) or _count(nested)
+    for level in (config, text_config if isinstance(text_config, dict) else {}):
+        for key in CONTEXT_LENGTH_KEYS:
+            if (length := _count(level.get(key))) is not None:
+                return length
+    return None
 
 
 def _quantization(config: dict[str, Any], mlx: bool) -> str | None:

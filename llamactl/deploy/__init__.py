@@ -1,0 +1,1 @@
+"""Serving what you trained: checkpoint inspection, LoRA conversion, export, smoke check."""
