@@ -10,6 +10,7 @@ from pathlib import Path
 from llamactl import __version__
 from llamactl.activity_cli import add_activity_command, run_activity_command
 from llamactl.client import fail
+from llamactl.deploy_cli import add_deploy_command, run_deploy_command
 from llamactl.instances_cli import add_instance_commands, run_instance_command
 from llamactl.models_cli import add_model_commands, run_model_command
 from llamactl.service_cli import add_service_commands, run_service_command
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "stats": run_stats_command,
         "activity": run_activity_command,
         "service": run_service_command,
+        "deploy": run_deploy_command,
     }
     return handlers[args.command_name](args)
 
@@ -58,6 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_model_commands(commands)
     add_stats_command(commands)
     add_activity_command(commands)
+    add_deploy_command(commands)
     add_service_commands(commands)
 
     parse = commands.add_parser(

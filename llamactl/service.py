@@ -36,6 +36,7 @@ from llamactl.server.activity import ActivityLog
 from llamactl.server.api_keys import ApiKeyStore
 from llamactl.server.app import LlamactlApp, is_loopback
 from llamactl.server.auth import Authenticator, ManagementKeys
+from llamactl.server.deploy_api import DeployApi
 from llamactl.server.health import Health
 from llamactl.server.management import ManagementApi
 from llamactl.server.metrics import Metrics
@@ -162,15 +163,15 @@ class Service:
             self.downloads,
             BackendType(discovery.safetensors_backend or ("mlx_lm" if sys.platform == "darwin" else "vllm")),
         )
+        backend_commands = {
+            key: [section["command"], *section.get("args", [])] for key, section in backend_sections.items()
+        }
         management = ManagementApi(
             self.manager,
             self.keys,
             lambda: redacted(self.loaded.config),
             self.reload,
-            {
-                key: [section["command"], *section.get("args", [])]
-                for key, section in backend_sections.items()
-            },
+            backend_commands,
             self.catalogue,
         )
         apis = Apis(
@@ -178,6 +179,7 @@ class Service:
             proxy=proxy,
             models=ModelListing(self.manager, auth),
             catalogue=self.catalogue,
+            deploy=DeployApi(self.manager, self.catalogue, backend_commands),
             activity=self.activity,
             metrics=self.metrics,
             health=self.health,

@@ -38,6 +38,7 @@ _STATUS_TEXT = {
     409: "Conflict with the instance's state",
     413: "Body too large",
     415: "The body is not sent as application/json",
+    422: "Well-formed, but not something llamactl can serve (the message says what to do)",
     429: "The instance's request queue is full (Retry-After)",
     502: "The backend failed",
     503: "The instance is unavailable or could not start (Retry-After)",

@@ -19,6 +19,7 @@ from starlette.routing import Route, Router
 
 from llamactl.backends import ParsedCommand
 from llamactl.backends.cli_spec import CliSpec
+from llamactl.deploy.request import DeployAnswer, DeployRequest
 from llamactl.errors import HttpError
 from llamactl.instance.manager import InstanceInfo, ReconcileReport
 from llamactl.instance.options import InstanceOptions
@@ -28,6 +29,7 @@ from llamactl.server.activity import ActivityList, ActivityLog
 from llamactl.server.api_keys import ApiKeyInfo, CreateKeyRequest
 from llamactl.server.asgi import Receive, Scope, Send, send_error
 from llamactl.server.auth import Principal
+from llamactl.server.deploy_api import DeployApi
 from llamactl.server.errors import management_body
 from llamactl.server.events_stream import EventsStream
 from llamactl.server.gate import Family, Gate, Handler, Policy
@@ -116,6 +118,7 @@ class Apis(msgspec.Struct, frozen=True, kw_only=True):
     proxy: Proxy
     models: ModelListing
     catalogue: ModelsApi
+    deploy: DeployApi
     activity: ActivityLog
     metrics: Metrics
     health: Health
@@ -486,6 +489,18 @@ def route_table(apis: Apis) -> list[Endpoint]:
                 QueryParam("repo", "string", "org/model"),
                 QueryParam("tag", "string", "Only this tag's snapshot"),
             ),
+        ),
+        Endpoint(
+            path="/api/v1/deploy",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(apis.deploy.deploy),
+            operation="deploy",
+            summary="Serve a checkpoint (model dir, GGUF, LoRA, trainer output dir) as a started instance",
+            request=DeployRequest,
+            response=DeployAnswer,
+            status=201,
+            errors=(400, 404, 409, 413, 422, 503, 504),
         ),
         Endpoint(
             path="/api/v1/models/download",

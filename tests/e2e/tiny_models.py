@@ -258,3 +258,39 @@ def _hf_tokenizer(tokens: list[str]) -> Tokenizer:
 
 def _write_json(path: Path, content: dict[str, object]) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def write_tiny_peft_lora(directory: Path, base_model: str, rank: int = 8) -> Path:
+    """A PEFT LoRA for ``write_tiny_vllm_model``'s model, as peft 0.x saves one; returns ``directory``.
+
+    Its weights are far larger than the base's, so its greedy tokens differ from the base model's.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED + 1)
+    tensors: dict[str, Weights] = {}
+    for layer in range(N_LAYERS):
+        for module in ("q_proj", "v_proj"):
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = (rng.standard_normal((rank, VLLM_EMBD)) * 0.5).astype(
+                np.float32
+            )
+            tensors[f"{prefix}.lora_B.weight"] = (rng.standard_normal((VLLM_EMBD, rank)) * 0.5).astype(
+                np.float32
+            )
+    save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj"],
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    _write_json(directory / "adapter_config.json", config)
+    return directory

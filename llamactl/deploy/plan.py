@@ -1,0 +1,209 @@
+"""Which backend serves a checkpoint, and with what options: a pure decision, no process and no I/O.
+
+``auto`` follows the training-deploy note: HF weights go to vLLM as they are
+(no GGUF conversion), a GGUF to llama-server, MLX to mlx_lm. A PEFT LoRA goes
+to vLLM over its base model, a GGUF LoRA to llama-server over a GGUF base, an
+mlx_lm adapter to mlx_lm. Where the machine cannot run the natural backend,
+an HF model dir falls back to mlx_lm (it serves safetensors too); everything
+else is refused with the reason and what to do instead.
+
+An adapter becomes a model name clients can ask for, ``instance/adapter``:
+the adapter's name is on the instance's ``allowed_models``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from llamactl.backends import BackendType
+from llamactl.deploy.checkpoint_kinds import (
+    Checkpoint,
+    GgufLoraFile,
+    GgufModelFile,
+    HfModelDir,
+    MlxAdapterDir,
+    PeftLoraDir,
+)
+from llamactl.deploy.request import DeployRequest, ServerType
+from llamactl.errors import LlamactlError
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""``--max-lora-rank``'s choices (vLLM's ``MaxLoRARanks``)."""
+
+
+class DeployRefused(LlamactlError):
+    """A checkpoint this machine cannot serve as asked; the message says what to do instead."""
+
+    status = 422
+    code = "deploy_refused"
+
+
+class DeployPlan(msgspec.Struct, frozen=True, kw_only=True):
+    backend_type: BackendType
+    options: dict[str, Any]
+    """The instance's options as the API takes them (``backend_type``, ``backend_options``, ...)."""
+    adapter: str | None = None
+    """The adapter's model name on the instance, when the checkpoint is one."""
+
+
+Runnable = Callable[[BackendType], bool]
+"""Whether this machine can start a backend (its configured command is found)."""
+FindBase = Callable[[str], str | None]
+"""The local path of a base model named by an adapter (a path or a hub repo id), or None."""
+
+
+def plan_deploy(
+    checkpoint: Checkpoint, request: DeployRequest, runnable: Runnable, find_base: FindBase
+) -> DeployPlan:
+    """The backend and options that serve ``checkpoint`` as ``request`` asks; ``DeployRefused`` if none."""
+    wanted = _wanted_backend(request.server_type)
+    if isinstance(checkpoint, HfModelDir):
+        backend = _model_dir_backend(checkpoint, wanted, runnable)
+        return _plan(request, backend, {"model": checkpoint.path})
+    if isinstance(checkpoint, GgufModelFile):
+        _only(wanted, BackendType.LLAMA_CPP, "a GGUF file", "llama_cpp (or auto)")
+        _require(runnable, BackendType.LLAMA_CPP)
+        return _plan(request, BackendType.LLAMA_CPP, {"model": checkpoint.path, "jinja": True})
+    if isinstance(checkpoint, PeftLoraDir):
+        return _peft_plan(checkpoint, request, wanted, runnable, find_base)
+    if isinstance(checkpoint, GgufLoraFile):
+        _only(wanted, BackendType.LLAMA_CPP, "a GGUF LoRA", "llama_cpp (or auto)")
+        _require(runnable, BackendType.LLAMA_CPP)
+        base = request.config.base_model
+        if base is None:
+            raise DeployRefused(
+                f"{checkpoint.path} is a GGUF LoRA, which names no base model file: set config.base_model "
+                "to the GGUF it was trained on"
+            )
+        adapter = _adapter_name(checkpoint.path)
+        options = {"model": base, "lora": [checkpoint.path], "jinja": True}
+        return _plan(request, BackendType.LLAMA_CPP, options, adapter)
+    assert isinstance(checkpoint, MlxAdapterDir)
+    _only(wanted, BackendType.MLX_LM, "an mlx_lm adapter", "mlx_lm (or auto)")
+    _require(runnable, BackendType.MLX_LM)
+    base = _base_path(request.config.base_model or checkpoint.base_model, checkpoint.path, find_base)
+    adapter = _adapter_name(checkpoint.path)
+    return _plan(request, BackendType.MLX_LM, {"model": base, "adapter_path": checkpoint.path}, adapter)
+
+
+def _wanted_backend(server_type: ServerType) -> BackendType | None:
+    if server_type is ServerType.AUTO:
+        return None
+    if server_type is ServerType.OLLAMA:
+        return BackendType.LLAMA_CPP
+    return BackendType(server_type.value)
+
+
+def _model_dir_backend(checkpoint: HfModelDir, wanted: BackendType | None, runnable: Runnable) -> BackendType:
+    if checkpoint.mlx:
+        _only(wanted, BackendType.MLX_LM, "an MLX model dir", "mlx_lm (or auto)")
+        _require(runnable, BackendType.MLX_LM)
+        return BackendType.MLX_LM
+    if wanted is BackendType.LLAMA_CPP:
+        raise DeployRefused(
+            f"{checkpoint.path} holds safetensors weights, which llama-server cannot load, and converting "
+            "them to GGUF is not built yet: convert with llama.cpp's convert_hf_to_gguf.py and deploy the "
+            "GGUF, or use server_type vllm or mlx_lm"
+        )
+    if wanted is not None:
+        _require(runnable, wanted)
+        return wanted
+    for backend in (BackendType.VLLM, BackendType.MLX_LM):
+        if runnable(backend):
+            return backend
+    raise DeployRefused(
+        f"{checkpoint.path} needs vLLM (or mlx_lm), and neither is installed here: install vllm, "
+        "or set backends.vllm.command to its executable"
+    )
+
+
+def _peft_plan(
+    checkpoint: PeftLoraDir,
+    request: DeployRequest,
+    wanted: BackendType | None,
+    runnable: Runnable,
+    find_base: FindBase,
+) -> DeployPlan:
+    if wanted not in (None, BackendType.VLLM):
+        raise DeployRefused(
+            f"{checkpoint.path} is a PEFT LoRA: only vLLM serves one as it is (converting it for "
+            f"{wanted.value if wanted else ''} is not built yet); use server_type vllm or auto"
+        )
+    _require(runnable, BackendType.VLLM)
+    if checkpoint.use_dora:
+        raise DeployRefused(f"{checkpoint.path} is a DoRA adapter (use_dora), which vLLM does not serve")
+    rank = max([checkpoint.r, *checkpoint.rank_pattern.values()])
+    max_rank = next((allowed for allowed in VLLM_LORA_RANKS if allowed >= rank), None)
+    if max_rank is None:
+        raise DeployRefused(
+            f"{checkpoint.path} has rank {rank}, over vLLM's largest --max-lora-rank of {VLLM_LORA_RANKS[-1]}"
+        )
+    base = _base_path(request.config.base_model or checkpoint.base_model, checkpoint.path, find_base)
+    adapter = _adapter_name(checkpoint.path)
+    options = {
+        "model": base,
+        "enable_lora": True,
+        "lora_modules": [f"{adapter}={checkpoint.path}"],
+        "max_lora_rank": max_rank,
+    }
+    return _plan(request, BackendType.VLLM, options, adapter)
+
+
+def _plan(
+    request: DeployRequest, backend: BackendType, backend_options: dict[str, Any], adapter: str | None = None
+) -> DeployPlan:
+    config = request.config
+    if config.context_length is not None:
+        if backend is BackendType.LLAMA_CPP:
+            backend_options["ctx_size"] = config.context_length
+        elif backend is BackendType.VLLM:
+            backend_options["max_model_len"] = config.context_length
+    if config.gpu_memory_utilization is not None and backend is BackendType.VLLM:
+        backend_options["gpu_memory_utilization"] = config.gpu_memory_utilization
+    options: dict[str, Any] = {
+        "backend_type": backend.value,
+        "backend_options": {**backend_options, **config.backend_options},
+    }
+    if adapter is not None:
+        options["allowed_models"] = [adapter]
+    if config.idle_timeout is not None:
+        options["idle_timeout"] = config.idle_timeout
+    return DeployPlan(backend_type=backend, options=options, adapter=adapter)
+
+
+def _only(wanted: BackendType | None, backend: BackendType, what: str, instead: str) -> None:
+    if wanted is not None and wanted is not backend:
+        raise DeployRefused(
+            f"{what} is served by {backend.value} only, not {wanted.value}: use server_type {instead}"
+        )
+
+
+def _require(runnable: Runnable, backend: BackendType) -> None:
+    if not runnable(backend):
+        raise DeployRefused(
+            f"{backend.value} is not installed here (its command was not found): install it, or set "
+            f"its command in the config's backends section"
+        )
+
+
+def _base_path(base: str | None, adapter_path: str, find_base: FindBase) -> str:
+    if not base:
+        raise DeployRefused(
+            f"{adapter_path} names no base model: set config.base_model to the model dir it was trained on"
+        )
+    found = find_base(base)
+    if found is None:
+        raise DeployRefused(
+            f"the adapter's base model {base!r} is not on this machine: download it "
+            f"(llamactl models pull {base}), or set config.base_model to its local dir"
+        )
+    return found
+
+
+def _adapter_name(path: str) -> str:
+    """The adapter's model name: its dir or file name, without a ``.gguf`` suffix."""
+    name = path.rstrip("/").rpartition("/")[2]
+    return name.removesuffix(".gguf") or "adapter"
