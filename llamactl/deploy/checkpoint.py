@@ -48,7 +48,8 @@ SERVABLE_KINDS = (
 )
 """What a refusal of a dir with none of these files says to give instead."""
 
-_TRAINER_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+TRAINER_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+"""A trainer's ``checkpoint-N`` dir name; the group is N."""
 _ZIP_MAGIC = b"PK\x03\x04"
 """torch.save's format since PyTorch 1.6."""
 
@@ -131,7 +132,7 @@ def _inspect_dir(directory: Path) -> DirCheckpoint:
     try:
         return _checkpoint_dir(directory, listing)
     except InvalidCheckpointError as refused:
-        matches = (_TRAINER_CHECKPOINT.fullmatch(name) for name in listing.dirs)
+        matches = (TRAINER_CHECKPOINT.fullmatch(name) for name in listing.dirs)
         numbered = sorted(((int(match[1]), directory / match[0]) for match in matches if match), reverse=True)
         if numbered:
             return _latest_checkpoint(directory, listing, numbered, refused)
@@ -173,6 +174,6 @@ def _checkpoint_dir(directory: Path, listing: DirListing) -> DirCheckpoint:
     """The dir as what it holds, with its trainer step when a trainer wrote it."""
     found = read_checkpoint_dir(directory, listing)
     step = trainer_global_step(directory / TRAINER_STATE) if TRAINER_STATE in listing.files else None
-    if step is None and (number := _TRAINER_CHECKPOINT.fullmatch(directory.name)):
+    if step is None and (number := TRAINER_CHECKPOINT.fullmatch(directory.name)):
         step = int(number[1])
     return found if step is None else msgspec.structs.replace(found, trainer=TrainerCheckpoint(step=step))

@@ -78,8 +78,11 @@ def plan_deploy(
                 f"{checkpoint.path} is a GGUF LoRA, which names no base model file: set config.base_model "
                 "to the GGUF it was trained on"
             )
+        found = find_base(base)
+        if found is None:
+            raise DeployRefused(f"config.base_model {base!r} does not exist: give the path of a GGUF file")
         adapter = _adapter_name(checkpoint.path)
-        options = {"model": base, "lora": [checkpoint.path], "jinja": True}
+        options = {"model": found, "lora": [checkpoint.path], "jinja": True}
         return _plan(request, BackendType.LLAMA_CPP, options, adapter)
     assert isinstance(checkpoint, MlxAdapterDir)
     _only(wanted, BackendType.MLX_LM, "an mlx_lm adapter", "mlx_lm (or auto)")

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llamactl.backends import BackendType, get_backend
-from llamactl.deploy.checkpoint import inspect_checkpoint
+from llamactl.deploy.checkpoint import TRAINER_CHECKPOINT, inspect_checkpoint
 from llamactl.deploy.checkpoint_kinds import Checkpoint
 from llamactl.deploy.plan import plan_deploy
 from llamactl.deploy.request import DeployAnswer, DeployRequest
@@ -99,7 +99,7 @@ def default_name(checkpoint: Checkpoint) -> str:
     A trainer's ``checkpoint-N`` is named after its output dir, which says more.
     """
     path = Path(checkpoint.path)
-    if path.name.startswith("checkpoint-") and path.parent.name:
+    if TRAINER_CHECKPOINT.fullmatch(path.name) and path.parent.name:
         path = path.parent
     name = _UNNAMEABLE.sub("-", path.name.removesuffix(".gguf")).strip("-.")[:50]
     return name or "deployed"
