@@ -123,9 +123,12 @@ class StandIn:
         await writer.drain()
 
     def completion(self, request: dict[str, object]) -> dict[str, object]:
+        # llama-server's per-request adapter scales, echoed so tests see what the proxy sent.
+        adapters = {"lora": request["lora"]} if "lora" in request else {}
         return {
             "object": "chat.completion",
             "model": request.get("model"),
+            **adapters,
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
             ],

@@ -4,7 +4,7 @@ Only this package knows how llama.cpp, MLX and vLLM differ; the rest of
 llamactl asks the adapter returned by ``get_backend``.
 """
 
-from llamactl.backends.adapter import Backend, ReadinessProbe
+from llamactl.backends.adapter import AdapterRequest, Backend, ReadinessProbe
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.command_parser import ParsedCommand, parse_command_of_any_backend
 from llamactl.backends.command_parser import parse_command as _parse_command
@@ -57,6 +57,7 @@ def parse_command_of_known_backend(text: str) -> ParsedCommand:
 
 __all__ = [
     "BACKENDS",
+    "AdapterRequest",
     "Backend",
     "BackendInputError",
     "BackendOptions",

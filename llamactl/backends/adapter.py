@@ -36,6 +36,15 @@ class ReadinessProbe(msgspec.Struct, frozen=True, omit_defaults=True):
     json_body: dict[str, Any] | None = None
 
 
+class AdapterRequest(msgspec.Struct, frozen=True):
+    """How a request for one of an instance's adapters (``instance/adapter``) reaches its backend."""
+
+    model: str | None = None
+    """The ``model`` the backend is sent; None: its served model name (the adapter is chosen otherwise)."""
+    members: dict[str, Any] = {}
+    """Members set in the request's body, such as llama-server's per-request ``lora`` scales."""
+
+
 class _Listening(Protocol):
     """What every backend's options have: where it listens."""
 
@@ -114,6 +123,10 @@ class Backend(ABC):
     def adapter_names(self, options: BackendOptions) -> list[str]:
         """Other ``model`` values the backend answers to, such as LoRA adapters it serves by name."""
         return []
+
+    def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
+        """How a request for ``adapter`` (one of ``adapter_names``) is sent: by default under its own name."""
+        return AdapterRequest(model=adapter)
 
     def options_for_model(self, files: ModelFiles) -> BackendOptions:
         """Options that serve ``files``: the model alone unless the backend knows what to do with the rest."""

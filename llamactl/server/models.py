@@ -9,9 +9,11 @@ whatever model it is asked for.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from llamactl.backends import get_backend
+from llamactl.backends import AdapterRequest, get_backend
 from llamactl.errors import HttpError, echo
 from llamactl.instance.manager import InstanceInfo, InstanceManager
 from llamactl.server.asgi import Receive, Scope, Send, send_whole
@@ -81,7 +83,8 @@ def served_models(info: InstanceInfo) -> list[str]:
 
 
 def backend_model(info: InstanceInfo, sub_model: str) -> str | None:
-    """What ``model`` becomes for the backend: the sub-model asked for, else the served name.
+    """What ``model`` becomes for the backend: the served name, the sub-model asked for, or what the
+    backend serves an adapter under.
 
     404 for a sub-model the instance does not declare, naming those it does.
     """
@@ -96,7 +99,23 @@ def backend_model(info: InstanceInfo, sub_model: str) -> str | None:
             f"instance {info.name!r} has no model {echo(sub_model)}; its models: {declared}",
             field="model",
         )
-    return sub_model
+    adapter = _adapter_request(info, sub_model)
+    if adapter is None:
+        return sub_model
+    return adapter.model or info.served_model
+
+
+def adapter_members(info: InstanceInfo, sub_model: str) -> dict[str, Any]:
+    """Members a request for the adapter ``sub_model`` sets in its body (llama-server's ``lora``)."""
+    adapter = _adapter_request(info, sub_model) if sub_model else None
+    return adapter.members if adapter is not None else {}
+
+
+def _adapter_request(info: InstanceInfo, sub_model: str) -> AdapterRequest | None:
+    backend = get_backend(info.options.backend_type)
+    if sub_model not in backend.adapter_names(info.options.backend_options):
+        return None
+    return backend.adapter_request(info.options.backend_options, sub_model)
 
 
 class ModelListing:

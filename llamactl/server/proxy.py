@@ -39,7 +39,7 @@ from llamactl.server.asgi import (
 from llamactl.server.auth import Authenticator, Principal
 from llamactl.server.errors import management_body, openai_body
 from llamactl.server.json_body import decode_json, require_json
-from llamactl.server.models import backend_model
+from llamactl.server.models import adapter_members, backend_model
 from llamactl.server.request_outcome import CLIENT_CLOSED, OutcomeObserver, RequestOutcome, openai_endpoint
 from llamactl.server.targets import origin_form, raw_path, split_raw
 from llamactl.server.upstream import Exchange, Target, Upstream
@@ -105,6 +105,9 @@ class Proxy:
                     rewrite = served is not None and served != requested
                     if rewrite:
                         members["model"] = msgspec.Raw(msgspec.json.encode(served))
+                    for member, value in adapter_members(leased.info, sub_model).items():
+                        members[member] = msgspec.Raw(msgspec.json.encode(value))
+                        rewrite = True
                     # The tokens of a stream are in its last event only when it is asked for: llamactl
                     # asks, counts them, and passes that event on only to a client that asked too.
                     hide_usage = (

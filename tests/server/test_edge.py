@@ -293,6 +293,35 @@ def test_a_vllm_instance_routes_its_lora_adapters_by_name(serve: Serve, requests
     assert unknown.status_code == 404 and "'sql', 'chat'" in unknown.json()["error"]["message"]
 
 
+def test_a_llama_cpp_instance_applies_the_adapter_a_request_names_and_only_then(
+    serve: Serve, requests: Path
+) -> None:
+    adapters = {"lora": ["/loras/always.gguf"], "lora_scaled": ["/loras/sql.gguf:0,/loras/chat.gguf:0.5"]}
+    create(serve, "tuned", requests, backend_options=adapters)
+    for model, lora in [
+        ("tuned/sql", [{"id": 1, "scale": 1.0}]),  # loaded at 0: applied at 1 when asked for
+        ("tuned/chat", [{"id": 2, "scale": 0.5}]),  # at the scale it was given
+        ("tuned/always", [{"id": 0, "scale": 1.0}]),
+    ]:
+        answer = serve.client.post("/v1/chat/completions", json={"model": model, "messages": []})
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["model"], answer.json()["lora"]) == (
+            "tiny",
+            lora,
+        )  # the one model llama-server has
+    plain = serve.client.post("/v1/chat/completions", json={"model": "tuned", "messages": []}).json()
+    assert plain["model"] == "tiny" and "lora" not in plain  # the scales it was started with
+    listed = serve.client.post("/v1/chat/completions", json={"model": "tuned/other", "messages": []})
+    assert listed.status_code == 404 and "'sql', 'chat'" in listed.json()["error"]["message"]
+
+
+def test_an_mlx_instance_serves_its_adapter_under_its_one_model(serve: Serve, requests: Path) -> None:
+    create(serve, "mlxa", requests, backend="mlx_lm", backend_options={"adapter_path": "/adapters/sql-mlx"})
+    answer = serve.client.post("/v1/chat/completions", json={"model": "mlxa/sql-mlx", "messages": []})
+    # Never the adapter's name: mlx_lm.server would fetch any other name from the hub.
+    assert answer.status_code == 200 and answer.json()["model"] == "default_model"
+
+
 @pytest.mark.parametrize("lines", ["²", "999999999", "10001", "1" * 5000, "-1", "1.5"])
 def test_logs_lines_past_the_limit_or_not_a_number_is_a_400(serve: Serve, requests: Path, lines: str) -> None:
     create(serve, "alpha", requests, start=False)

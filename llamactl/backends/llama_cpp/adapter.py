@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from llamactl.backends.adapter import Backend
+from llamactl.backends.adapter import AdapterRequest, Backend
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
 from llamactl.backends.llama_cpp.memory_report import parse_memory_report
@@ -79,13 +79,23 @@ class LlamaCppBackend(Backend):
         options["jinja"] = True
         return self.options_from_json(options)
 
+    def adapter_names(self, options: BackendOptions) -> list[str]:
+        # Each adapter file by its name without .gguf, in llama-server's order (its adapter ids).
+        return [_adapter_name(path) for path, _ in _adapters(options)]
+
+    def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
+        # llama-server serves one model; a request picks its adapters with per-request scales,
+        # and those it leaves out run at 0 for that request.
+        adapters = _adapters(options)
+        index = [_adapter_name(path) for path, _ in adapters].index(adapter)
+        scale = adapters[index][1] or 1.0  # loaded at 0 (--lora-scaled FILE:0): applied when asked for
+        return AdapterRequest(members={"lora": [{"id": index, "scale": scale}]})
+
     def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
         assert isinstance(options, LlamaCppOptions)
         if not options.model:
             return None  # -hf and -mu models are fetched at start: nothing to read yet
-        # --lora takes several files comma-separated; --lora-scaled entries are FILE:SCALE.
-        adapters = [f for entry in options.lora or [] for f in entry.split(",") if f]
-        adapters += [entry.rpartition(":")[0] or entry for entry in options.lora_scaled or []]
+        adapters = [path for path, _ in _adapters(options)]
         return MemoryInputs(
             model_path=options.model,
             # -c 0 (the default) is the model's training context; -np slots share it.
@@ -117,3 +127,24 @@ class LlamaCppBackend(Backend):
         # Its buffer sizes (model, KV cache, compute, output), which Ollama reads instead of estimating.
         report = parse_memory_report(startup_lines)
         return None if report is None else report.total_bytes
+
+
+def _adapters(options: BackendOptions) -> list[tuple[str, float]]:
+    """The LoRA files and their scales, in the order llama-server numbers them: --lora, then --lora-scaled.
+
+    --lora takes several files comma-separated; --lora-scaled entries are FILE:SCALE.
+    """
+    assert isinstance(options, LlamaCppOptions)
+    adapters = [(path, 1.0) for entry in options.lora or [] for path in entry.split(",") if path]
+    for entry in options.lora_scaled or []:
+        for item in filter(None, entry.split(",")):
+            path, _, scale = item.rpartition(":")
+            try:
+                adapters.append((path, float(scale)) if path else (item, 1.0))
+            except ValueError:
+                adapters.append((item, 1.0))  # llama-server refuses it at start-up and says why
+    return adapters
+
+
+def _adapter_name(path: str) -> str:
+    return Path(path).name.removesuffix(".gguf")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from llamactl.backends.adapter import Backend, ReadinessProbe
+from llamactl.backends.adapter import AdapterRequest, Backend, ReadinessProbe
 from llamactl.backends.backend_type import BackendType
 from llamactl.backends.launcher import Launcher
 from llamactl.backends.memory_inputs import MemoryInputs
@@ -38,6 +38,15 @@ class MlxLmBackend(Backend):
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         return DEFAULT_MODEL
+
+    def adapter_names(self, options: BackendOptions) -> list[str]:
+        assert isinstance(options, MlxLmOptions)
+        return [Path(options.adapter_path).name] if options.adapter_path else []
+
+    def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
+        # Its one adapter is always applied: the request names the model, never the adapter, since any
+        # name but default_model makes mlx_lm.server load that name from the hub.
+        return AdapterRequest()
 
     def options_for_model(self, files: ModelFiles) -> BackendOptions:
         # mlx_lm.server loads one adapter; a second would need merging first.
