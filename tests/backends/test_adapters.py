@@ -2,7 +2,7 @@
 
 import pytest
 
-from llamactl.backends import BACKENDS, BackendType, get_backend
+from llamactl.backends import BACKENDS, AdapterRequest, BackendType, get_backend
 
 
 @pytest.mark.parametrize(
@@ -70,8 +70,14 @@ def test_registry_by_type_and_config_name() -> None:
             },
             ["sql", "chat", "a", "b"],
         ),
-        ("llama-cpp", {"model": "/m.gguf", "lora": ["/l.gguf"]}, []),  # chosen per request, not by model
-        ("mlx", {"model": "/m", "adapter_path": "/a"}, []),
+        # llama-server numbers its adapters --lora first, then --lora-scaled: the names keep that order.
+        (
+            "llama-cpp",
+            {"model": "/m.gguf", "lora_scaled": ["/s.gguf:0"], "lora": ["/l.gguf,/k.gguf"]},
+            ["l", "k", "s"],
+        ),
+        ("llama-cpp", {"model": "/m.gguf"}, []),
+        ("mlx", {"model": "/m", "adapter_path": "/adapters/sql"}, ["sql"]),
     ],
 )
 def test_adapter_names_are_the_models_a_backend_serves_besides_its_own(
@@ -79,3 +85,29 @@ def test_adapter_names_are_the_models_a_backend_serves_besides_its_own(
 ) -> None:
     adapter = get_backend(backend)
     assert adapter.adapter_names(adapter.options_from_json(options)) == names
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "adapter", "request_"),
+    [
+        ("vllm", {"model": "org/m", "lora_modules": ["sql=/loras/sql"]}, "sql", AdapterRequest(model="sql")),
+        (
+            "llama-cpp",
+            {"model": "/m.gguf", "lora": ["/l.gguf"], "lora_scaled": ["/s.gguf:0", "/h.gguf:0.5"]},
+            "s",
+            AdapterRequest(members={"lora": [{"id": 1, "scale": 1.0}]}),  # loaded at 0, applied at 1
+        ),
+        (
+            "llama-cpp",
+            {"model": "/m.gguf", "lora": ["/l.gguf"], "lora_scaled": ["/s.gguf:0", "/h.gguf:0.5"]},
+            "h",
+            AdapterRequest(members={"lora": [{"id": 2, "scale": 0.5}]}),
+        ),
+        ("mlx", {"model": "/m", "adapter_path": "/adapters/sql"}, "sql", AdapterRequest()),
+    ],
+)
+def test_a_request_for_an_adapter_reaches_the_backend_as_it_expects(
+    backend: str, options: dict[str, object], adapter: str, request_: AdapterRequest
+) -> None:
+    chosen = get_backend(backend)
+    assert chosen.adapter_request(chosen.options_from_json(options), adapter) == request_
