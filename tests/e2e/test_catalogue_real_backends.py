@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_lifecycle_real_backends import group_members
-from tests.e2e.test_serve_real_backends import REAL_BACKENDS, Server, remember_group
+from tests.e2e.test_serve_real_backends import Server, real_server, remember_group
 from tests.models.stores import GGUF_REPO, build_hf_cache, build_ollama_store
-from tests.serve_process import serve_process
 
 OLLAMA_ID = "ollama:tiny:latest"
 HF_GGUF_ID = f"hf:{GGUF_REPO}:tiny-F32"
@@ -34,10 +32,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "HF_HUB_CACHE": str(stores / "hf"),
         "OLLAMA_MODELS": str(stores / "ollama"),
     }
-    with serve_process(tmp_path_factory.mktemp("serve"), REAL_BACKENDS, 120, environment) as serve:
-        running = Server(serve)
+    with real_server(tmp_path_factory.mktemp("serve"), environment=environment) as running:
         yield running
-    assert [pid for group in running.groups for pid in group_members(group)] == []
 
 
 def catalogue(server: Server) -> dict[str, dict[str, Any]]:

@@ -13,10 +13,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_lifecycle_real_backends import group_members
-from tests.e2e.test_serve_real_backends import REAL_BACKENDS, Server, remember_group
+from tests.e2e.test_serve_real_backends import REAL_BACKENDS, Server, real_server, remember_group
 from tests.e2e.tiny_models import write_tiny_gguf, write_tiny_vllm_model
-from tests.serve_process import serve_process
 
 VLLM_COMMAND = (
     "VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 "
@@ -27,10 +25,8 @@ VLLM_COMMAND = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = REAL_BACKENDS + "metrics: {scrape_backends: true}\n"
-    with serve_process(tmp_path_factory.mktemp("serve"), config, stop_timeout=120) as serve:
-        running = Server(serve)
+    with real_server(tmp_path_factory.mktemp("serve"), config) as running:
         yield running
-    assert [pid for group in running.groups for pid in group_members(group)] == []
 
 
 def instances_of(text: str, prefix: str) -> set[str]:

@@ -19,10 +19,9 @@ from pytest_playwright import CreateContextCallback
 
 # The browser harness of tests/ui (Debian's Chromium, no session-wide base URL), shared as it is.
 from tests.browser import TIMEOUT_MS
-from tests.e2e.test_lifecycle_real_backends import group_members
-from tests.e2e.test_serve_real_backends import REAL_BACKENDS, Server, remember_group
+from tests.e2e.test_serve_real_backends import Server, real_server, remember_group
 from tests.e2e.tiny_models import write_tiny_gguf
-from tests.serve_process import MANAGEMENT_KEY, serve_process
+from tests.serve_process import MANAGEMENT_KEY
 from tests.ui.test_instances_page import sign_in
 
 CONTEXT = 4096
@@ -35,8 +34,7 @@ STATS = re.compile(r"TTFT \d+(\.\d+)? m?s\s*\d+\.\d tokens/s")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`llamactl serve` over the real backends, with a running llama-server instance "tiny"."""
-    with serve_process(tmp_path_factory.mktemp("serve"), REAL_BACKENDS, stop_timeout=120) as serve:
-        running = Server(serve)
+    with real_server(tmp_path_factory.mktemp("serve")) as running:
         model = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
         write_tiny_gguf(model, context=CONTEXT)
         command = f"llama-server -m {model} --alias tiny -c {CONTEXT} -np 1 -t 2 --ignore-eos"
@@ -45,7 +43,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert started.status_code == 200, started.text
         remember_group(running, "tiny")
         yield running
-    assert [pid for group in running.groups for pid in group_members(group)] == []
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ by the module; vLLM is started once (about 20 s on these machines).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -55,12 +56,21 @@ instances:
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve_process(tmp_path_factory.mktemp("serve"), REAL_BACKENDS, stop_timeout=120) as serve:
+@contextmanager
+def real_server(
+    directory: Path, config: str = REAL_BACKENDS, environment: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """`llamactl serve` over the real backends; on exit, a check that no backend it started is left."""
+    with serve_process(directory, config, stop_timeout=120, environment=environment) as serve:
         running = Server(serve)
         yield running
     assert [pid for group in running.groups for pid in group_members(group)] == []
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with real_server(tmp_path_factory.mktemp("serve")) as running:
+        yield running
 
 
 def remember_group(server: Server, name: str) -> None:
