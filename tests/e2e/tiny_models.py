@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from gguf import GGUFWriter, TokenType
 from safetensors.numpy import save_file
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 SEED = 1234
 N_LAYERS = 2
@@ -44,6 +44,8 @@ TEXT_BYTES = (0x09, 0x0A, *range(0x20, 0x7F))
 MERGES = (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("o", "n"), ("Ġ", "s"))
 
 Weights = npt.NDArray[np.float32]
+WORD_START = "\u2581"
+"""SentencePiece's word boundary, which Llama-2-style vocabularies have in place of a space."""
 
 
 def _gpt2_byte_chars() -> dict[int, str]:
@@ -294,3 +296,46 @@ def write_tiny_peft_lora(directory: Path, base_model: str, rank: int = 8) -> Pat
     }
     _write_json(directory / "adapter_config.json", config)
     return directory
+
+
+def with_llama2_tokenizer(model_dir: Path) -> Path:
+    """Rewrite the model's byte-level BPE ``tokenizer.json`` as Llama 2's kind, same tokens and ids.
+
+    convert_hf_to_gguf.py names a byte-level BPE's pre-tokenizer by hashing its output on a fixed text
+    and refuses any it has not seen (the toy's: a test below). A BPE with byte fallback over ``▁``-words,
+    as Llama 2 and Mistral have, needs no such name.
+    """
+    path = model_dir / "tokenizer.json"
+    document = json.loads(path.read_text())
+    ids: dict[str, int] = document["model"]["vocab"]
+    byte_level = Tokenizer.from_str(path.read_text())
+
+    def piece(token: str) -> str:
+        text = byte_level.decode([ids[token]])
+        return f"<0x{ord(text):02X}>" if text in ("\t", "\n") else text.replace(" ", WORD_START)
+
+    vocab = {piece(token): index for token, index in ids.items()}
+    merges = [(piece(left), piece(right)) for left, right in document["model"]["merges"]]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Prepend(WORD_START), normalizers.Replace(" ", WORD_START)]
+    )
+    tokenizer.decoder = decoders.Sequence(
+        [
+            decoders.Replace(WORD_START, " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    # In id order, so each special token keeps its id.
+    specials = sorted(document["added_tokens"], key=lambda added: added["id"])
+    tokenizer.add_special_tokens(
+        [AddedToken(added["content"], special=True, normalized=False) for added in specials]
+    )
+    assert tokenizer.get_vocab(with_added_tokens=True) == {
+        **vocab,
+        **{added["content"]: added["id"] for added in specials},
+    }
+    tokenizer.save(str(path))
+    return model_dir
