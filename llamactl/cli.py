@@ -14,6 +14,7 @@ from llamactl.deploy_cli import add_deploy_command, run_deploy_command
 from llamactl.instances_cli import add_instance_commands, run_instance_command
 from llamactl.models_cli import add_model_commands, run_model_command
 from llamactl.service_cli import add_service_commands, run_service_command
+from llamactl.smoke_cli import add_smoke_commands, run_history_command, run_smoke_command
 from llamactl.stats_cli import add_stats_command, run_stats_command
 
 BACKEND_NAMES = ("llama-cpp", "mlx", "vllm")
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         "activity": run_activity_command,
         "service": run_service_command,
         "deploy": run_deploy_command,
+        "smoke": run_smoke_command,
+        "history": run_history_command,
     }
     return handlers[args.command_name](args)
 
@@ -61,6 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_stats_command(commands)
     add_activity_command(commands)
     add_deploy_command(commands)
+    add_smoke_commands(commands)
     add_service_commands(commands)
 
     parse = commands.add_parser(

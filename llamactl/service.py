@@ -24,11 +24,13 @@ import uvicorn
 
 from llamactl.backends import BackendType, get_backend
 from llamactl.config import AppConfig, ConfigError, LoadedConfig, memory_budget_bytes, redacted
+from llamactl.deploy.staging import CachedStaging
 from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings, MemoryPressure, ReconcileReport
 from llamactl.instance.scheduling import CapacityLimits
+from llamactl.instance.smoke import SmokeRunner
 from llamactl.models.catalogue import Catalogue, DiscoverySettings
 from llamactl.models.downloads import DownloadJobs
 from llamactl.models.locations import huggingface_cache, resolve_locations
@@ -38,6 +40,7 @@ from llamactl.server.app import LlamactlApp, is_loopback
 from llamactl.server.auth import Authenticator, ManagementKeys
 from llamactl.server.deploy_api import DeployApi
 from llamactl.server.health import Health
+from llamactl.server.history_api import HistoryApi
 from llamactl.server.management import ManagementApi
 from llamactl.server.metrics import Metrics
 from llamactl.server.models import ModelListing
@@ -53,8 +56,8 @@ MEGABYTE = 1024 * 1024
 SHUTDOWN_TIMEOUT = 60.0
 """Seconds for every backend to stop on SIGTERM: drain, then SIGTERM, then SIGKILL each group."""
 HTTP_GRACE = 10.0
-"""Seconds requests in flight get to finish when llamactl stops; the events stream and log
-follows end at once (``InstanceManager.end_streams``)."""
+"""Seconds requests in flight get to finish when llamactl stops; the events stream, log follows
+and smoke checks end at once (``Service.end_long_requests``)."""
 STREAM_IDLE_TIMEOUT = 600.0
 """Seconds of silence from a backend before a proxied answer is cut."""
 
@@ -117,6 +120,7 @@ class Service:
         config = loaded.config
         self.store = Store(config.database.path)
         self.manager = InstanceManager(manager_settings(config), self.store)
+        self.smoke = SmokeRunner(self.manager, self.store)
         self.keys = ApiKeyStore(self.store)
         self.activity = ActivityLog(self.store, config.activity.retention)
         self.management_keys = ManagementKeys(config.auth.management_keys)
@@ -179,7 +183,10 @@ class Service:
             proxy=proxy,
             models=ModelListing(self.manager, auth),
             catalogue=self.catalogue,
-            deploy=DeployApi(self.manager, self.catalogue, backend_commands),
+            deploy=DeployApi(
+                self.manager, self.catalogue, backend_commands, CachedStaging(config.data_dir / "staged")
+            ),
+            history=HistoryApi(self.manager, self.store, self.smoke),
             activity=self.activity,
             metrics=self.metrics,
             health=self.health,
@@ -233,10 +240,17 @@ class Service:
         self.loaded = msgspec.structs.replace(self.loaded, models=loaded.models)
         return report
 
+    def end_long_requests(self) -> None:
+        """llamactl is stopping: the requests that could hold the shutdown for its whole grace end now
+        (the events stream, log follows, smoke checks); other requests in flight keep it."""
+        self.manager.end_streams()
+        self.smoke.end_runs()
+
     async def close(self) -> None:
         self.health.state = "stopping"
         await self.downloads.close()
         await self.upstream.close()
+        await self.smoke.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
         await self.activity.close()
         self.store.close()
@@ -263,7 +277,7 @@ async def serve(loaded: LoadedConfig, reload_config: Callable[[], LoadedConfig])
     server_config = loaded.config.server
     loop = asyncio.get_running_loop()
     server = _Server(
-        lambda: loop.call_soon_threadsafe(service.manager.end_streams),
+        lambda: loop.call_soon_threadsafe(service.end_long_requests),
         uvicorn.Config(
             service.app,
             host=server_config.host,

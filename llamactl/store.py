@@ -3,8 +3,9 @@
 ``<data_dir>/llamactl.db`` holds the instances with their options, the ledger
 of process groups llamactl has running (so that a llamactl that died without
 stopping them can clean up at its next start), the API keys with the
-instances they may use, settings, and the activity log of the last proxied
-requests. Its schema is versioned with ``PRAGMA user_version`` and migrated
+instances they may use, settings, the activity log of the last proxied
+requests, and each instance's history (its starts with what ran, its smoke
+checks). Its schema is versioned with ``PRAGMA user_version`` and migrated
 forward at open; a database that cannot be read, or that a newer llamactl
 wrote, is reported, never replaced.
 
@@ -39,7 +40,7 @@ logger = logging.getLogger("llamactl.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 """How long a write waits for another program's lock: off the event loop, so waiting costs no request."""
 
@@ -97,6 +98,17 @@ _ACTIVITY = (
         completion_tokens INTEGER
     )""",
     "CREATE INDEX activity_by_instance ON activity (instance, id)",
+)
+_HISTORY = (
+    # The entry is the JSON the API shows; kind and time are columns for whoever reads the file.
+    """CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        entry TEXT NOT NULL
+    )""",
+    "CREATE INDEX history_by_instance ON history (instance_id, id)",
 )
 
 
@@ -174,6 +186,66 @@ _INSERT_ACTIVITY = (
 )
 
 
+HISTORY_PER_INSTANCE = 200
+"""Entries of an instance's history kept: the oldest go past it."""
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """One entry of an instance's history; ``kind`` says which of the entries below it is."""
+
+    id: int = 0
+    """Given by ``Store.add_history``; 0 until then."""
+    time: float
+    """When it began, in Unix seconds."""
+
+
+class StartEntry(HistoryEntry, frozen=True, kw_only=True, tag="start"):
+    """A start of the instance's backend, and what ran: its provenance."""
+
+    reason: str
+    """Why it started, as the events say it: ``by API``, ``on demand``, ``restart``, …"""
+    executable: str | None
+    """The program's resolved path; None when it is not found (the start then fails)."""
+    image: str | None = None
+    """In Docker mode, the image run (``executable`` is then docker's)."""
+    version: str | None = None
+    """The first lines of the program's ``--version``."""
+    version_error: str | None = None
+    """Why there is no version: it is not run in Docker mode, failed or took too long."""
+
+
+class SmokeTimings(msgspec.Struct, frozen=True, kw_only=True):
+    """Seconds from the spawn of the smoke run's process; None for a step it did not reach."""
+
+    ready_seconds: float | None = None
+    """Until the backend's readiness probe passed."""
+    listed_seconds: float | None = None
+    """Until ``/v1/models`` listed the served model."""
+    chat_seconds: float | None = None
+    """The chat alone: from its request to its answer."""
+    total_seconds: float
+    """The whole run, the stop of its process included."""
+
+
+class SmokeEntry(HistoryEntry, frozen=True, kw_only=True, tag="smoke"):
+    """A smoke check: the instance's command started on another port, asked one chat, stopped."""
+
+    ok: bool
+    model: str | None
+    """The ``model`` the chat named: the instance's served model name (None: the backend takes any)."""
+    first_line: str | None = None
+    """The first non-empty line of the answer."""
+    timings: SmokeTimings
+    reason: str | None = None
+    """Why it failed."""
+    log_tail: list[str] = []
+    """On failure, the last lines the smoke run's backend printed."""
+
+
+InstanceHistoryEntry = StartEntry | SmokeEntry
+EntryT = TypeVar("EntryT", bound=HistoryEntry)
+
+
 class _Job(msgspec.Struct):
     what: str
     """What the job does, for the log when it fails: never a value that may be a secret."""
@@ -207,6 +279,7 @@ class Store:
             self._next_instance_id = _next_id(db, "instances")
             self._next_key_id = _next_id(db, "api_keys")
             self._next_activity_id = _next_id(db, "activity")
+            self._next_history_id = _next_id(db, "history")
         except (sqlite3.DatabaseError, OSError) as error:
             raise StoreError(f"cannot use the database {path}: {error}") from None
         self._db = db
@@ -427,6 +500,43 @@ class Store:
             ActivityRecord(**dict(zip(ActivityRecord.__struct_fields__, row, strict=True))) for row in rows
         ]
 
+    # ------------------------------------------------------------------ instance history
+
+    def add_history(self, instance_id: int, entry: EntryT) -> EntryT:
+        """Add an entry, keeping the instance's last ``HISTORY_PER_INSTANCE``; returns it with its id.
+
+        An entry for an instance deleted meanwhile is dropped: the history went with it.
+        """
+        entry = msgspec.structs.replace(entry, id=self._next_history_id)
+        self._next_history_id += 1
+        kind = type(entry).__struct_config__.tag
+        row = (entry.id, instance_id, entry.time, kind, msgspec.json.encode(entry).decode())
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO history (id, instance_id, time, kind, entry) SELECT ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM instances WHERE id = ?)",
+                (*row, instance_id),
+            )
+            newest_dropped = "SELECT id FROM history WHERE instance_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?"
+            db.execute(
+                f"DELETE FROM history WHERE instance_id = ? AND id <= ({newest_dropped})",
+                (instance_id, instance_id, HISTORY_PER_INSTANCE),
+            )
+
+        self._write(f"add a {kind} entry to the history of instance {instance_id}", insert)
+        return entry
+
+    def history(self, instance_id: int) -> list[InstanceHistoryEntry]:
+        """The instance's history, oldest first."""
+        rows = self._read(
+            f"read the history of instance {instance_id}",
+            lambda db: db.execute(
+                "SELECT entry FROM history WHERE instance_id = ? ORDER BY id", (instance_id,)
+            ).fetchall(),
+        )
+        return [_HISTORY_DECODER.decode(entry) for (entry,) in rows]
+
     # ------------------------------------------------------------------ the writer
 
     def close(self) -> None:
@@ -493,6 +603,9 @@ def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
     return result
 
 
+_HISTORY_DECODER = msgspec.json.Decoder(InstanceHistoryEntry)
+
+
 def _next_id(db: sqlite3.Connection, table: str) -> int:
     """One past the highest id the table ever held, deleted rows included (AUTOINCREMENT's record)."""
     sequence = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
@@ -543,7 +656,18 @@ def _to_version_3(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2, _to_version_3)
+def _to_version_4(db: sqlite3.Connection) -> None:
+    """Each instance's history: its starts (what ran) and its smoke checks, deleted with it."""
+    for statement in _HISTORY:
+        db.execute(statement)
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_version_1,
+    _to_version_2,
+    _to_version_3,
+    _to_version_4,
+)
 """``_MIGRATIONS[n]`` takes a database from version n to n + 1; a new file runs them all."""
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

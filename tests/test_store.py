@@ -17,10 +17,14 @@ import pytest
 from llamactl import store as store_module
 from llamactl.instance.options import instance_options_from_json
 from llamactl.store import (
+    HISTORY_PER_INSTANCE,
     SCHEMA_VERSION,
     InstanceRecord,
     KeyRecord,
     ProcessRecord,
+    SmokeEntry,
+    SmokeTimings,
+    StartEntry,
     Store,
     StoreError,
 )
@@ -182,7 +186,26 @@ def test_a_version_2_database_gets_the_activity_log_and_keeps_the_rest(tmp_path:
     store.insert_activity([record], keep=10).result(timeout=10)
     assert store.activity(None, None, 10) == [record]
     store.close()
-    assert user_version(path) == SCHEMA_VERSION == 3
+    assert user_version(path) == SCHEMA_VERSION
+
+
+def test_a_version_3_database_gets_the_history_and_keeps_its_activity(tmp_path: Path) -> None:
+    path = tmp_path / "llamactl.db"
+    version_2_database(path)
+    store = Store(path)
+    record = activity_record(store)
+    store.insert_activity([record], keep=10)
+    store.close()
+    with sqlite3.connect(path) as db:  # back to version 3: no history table yet
+        db.execute("DROP TABLE history")
+        db.execute("PRAGMA user_version=3")
+    store = Store(path)
+    assert store.activity(None, None, 10) == [record]
+    assert store.history(1) == []
+    entry = store.add_history(1, start_entry(5.0))
+    assert store.history(1) == [entry]
+    store.close()
+    assert user_version(path) == SCHEMA_VERSION == 4
 
 
 def test_a_database_with_only_the_unversioned_key_tables_is_migrated(tmp_path: Path) -> None:
@@ -295,6 +318,71 @@ def test_deleting_an_instance_deletes_its_grants_in_the_database(tmp_path: Path)
     store = Store(path)
     assert [record.instance_ids for record in store.load_keys()] == [frozenset({beta})]
     store.close()
+
+
+# --- the instances' history ---
+
+
+def start_entry(when: float) -> StartEntry:
+    return StartEntry(time=when, reason="by API", executable="/bin/server", version="server 1.0")
+
+
+def smoke_entry(when: float, ok: bool = True) -> SmokeEntry:
+    return SmokeEntry(
+        time=when,
+        ok=ok,
+        model="tiny",
+        first_line="hello" if ok else None,
+        timings=SmokeTimings(ready_seconds=0.5, listed_seconds=0.6, chat_seconds=0.1, total_seconds=1.0),
+        reason=None if ok else "exited with code 3 while starting",
+        log_tail=[] if ok else ["standin: exiting"],
+    )
+
+
+def test_history_is_read_oldest_first_per_instance_with_every_field(tmp_path: Path) -> None:
+    path = tmp_path / "llamactl.db"
+    store = Store(path)
+    alpha = store.save_instance(InstanceRecord("alpha", 1.0, OPTIONS))
+    beta = store.save_instance(InstanceRecord("beta", 1.0, OPTIONS))
+    first = store.add_history(alpha, start_entry(10.0))
+    other = store.add_history(beta, start_entry(11.0))
+    second = store.add_history(alpha, smoke_entry(12.0, ok=False))
+    assert 0 < first.id < other.id < second.id  # given at once, before the row is written
+    assert store.history(alpha) == [first, second]
+    store.close()
+    store = Store(path)
+    assert store.history(alpha) == [first, second]
+    assert store.history(beta) == [other]
+    assert store.add_history(alpha, smoke_entry(13.0)).id == second.id + 1
+    store.close()
+
+
+def test_history_keeps_the_last_entries_of_each_instance(tmp_path: Path) -> None:
+    store = Store(tmp_path / "llamactl.db")
+    busy = store.save_instance(InstanceRecord("busy", 1.0, OPTIONS))
+    quiet = store.save_instance(InstanceRecord("quiet", 1.0, OPTIONS))
+    kept = store.add_history(quiet, start_entry(1.0))
+    written = [store.add_history(busy, smoke_entry(float(n))) for n in range(HISTORY_PER_INSTANCE + 5)]
+    assert store.history(busy) == written[-HISTORY_PER_INSTANCE:]
+    assert store.history(quiet) == [kept]  # another instance's entries do not push its own out
+    store.close()
+
+
+def test_history_goes_with_its_instance_and_a_late_entry_is_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "llamactl.db"
+    store = Store(path)
+    gone = store.save_instance(InstanceRecord("gone", 1.0, OPTIONS))
+    store.add_history(gone, start_entry(1.0))
+    store.delete_instance("gone")
+    store.add_history(gone, smoke_entry(2.0))  # a smoke run that ended after the delete
+    namesake = store.save_instance(InstanceRecord("gone", 3.0, OPTIONS))
+    assert store.history(namesake) == []
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM history").fetchone() == (0,)
+    assert "cannot" not in caplog.text
 
 
 # --- the activity log ---

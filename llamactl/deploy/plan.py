@@ -1,20 +1,25 @@
-"""Which backend serves a checkpoint, and with what options: a pure decision, no process and no I/O.
+"""Which backend serves a checkpoint, and with what options, after the conversions it needs.
 
 ``auto`` follows the training-deploy note: HF weights go to vLLM as they are
-(no GGUF conversion), a GGUF to llama-server, MLX to mlx_lm. A PEFT LoRA goes
-to vLLM over its base model, a GGUF LoRA to llama-server over a GGUF base, an
-mlx_lm adapter to mlx_lm. Where the machine cannot run the natural backend,
-an HF model dir falls back to mlx_lm (it serves safetensors too); everything
-else is refused with the reason and what to do instead.
+(no GGUF conversion), a GGUF to llama-server, MLX to mlx_lm. Where the machine
+cannot run vLLM, an HF dir goes to mlx_lm (it loads safetensors too), and
+only where neither runs is it converted to GGUF for llama-server; ``ollama``
+and ``llama_cpp`` ask for that conversion. A PEFT LoRA goes to vLLM over its
+base model as it is, or converted to mlx_lm's format or to a GGUF LoRA. A
+GGUF LoRA goes to llama-server over a GGUF base, an mlx_lm adapter to mlx_lm.
+Whatever cannot be served is refused with the reason and what to do instead.
 
-An adapter becomes a model name clients can ask for, ``instance/adapter``:
-the adapter's name is on the instance's ``allowed_models``.
+The decisions are plain code over the inspected checkpoint; the machine is
+asked only through ``runnable``, ``find_base`` and ``staging`` (the
+conversions), which the tests replace. An adapter becomes a model name
+clients can ask for, ``instance/adapter``: its name is on the instance's
+``allowed_models``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -55,20 +60,45 @@ FindBase = Callable[[str], str | None]
 """The local path of a base model named by an adapter (a path or a hub repo id), or None."""
 
 
+class Staging(Protocol):
+    """Conversions a backend needs before it can load a checkpoint, each done once and cached.
+
+    Each returns the path of what it made, named so that the adapter's name survives (a backend's
+    adapter names come from file and dir names); each refuses with ``DeployRefused``.
+    """
+
+    def gguf_model(self, model_dir: str) -> str:
+        """An HF model dir as an F16 GGUF (llama.cpp's convert_hf_to_gguf.py)."""
+        ...
+
+    def gguf_lora(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
+        """A PEFT LoRA as a GGUF LoRA over its HF base dir (llama.cpp's convert_lora_to_gguf.py)."""
+        ...
+
+    def mlx_adapter(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
+        """A PEFT LoRA as an mlx_lm adapter dir (transposed, renamed, scale = alpha / r)."""
+        ...
+
+
 def plan_deploy(
-    checkpoint: Checkpoint, request: DeployRequest, runnable: Runnable, find_base: FindBase
+    checkpoint: Checkpoint, request: DeployRequest, runnable: Runnable, find_base: FindBase, staging: Staging
 ) -> DeployPlan:
-    """The backend and options that serve ``checkpoint`` as ``request`` asks; ``DeployRefused`` if none."""
+    """The backend and options that serve ``checkpoint`` as ``request`` asks; ``DeployRefused`` if none.
+
+    Conversions (``staging``) run here, so this is called off the event loop.
+    """
     wanted = _wanted_backend(request.server_type)
     if isinstance(checkpoint, HfModelDir):
         backend = _model_dir_backend(checkpoint, wanted, runnable)
+        if backend is BackendType.LLAMA_CPP:
+            return _plan(request, backend, {"model": staging.gguf_model(checkpoint.path), "jinja": True})
         return _plan(request, backend, {"model": checkpoint.path})
     if isinstance(checkpoint, GgufModelFile):
         _only(wanted, BackendType.LLAMA_CPP, "a GGUF file", "llama_cpp (or auto)")
         _require(runnable, BackendType.LLAMA_CPP)
         return _plan(request, BackendType.LLAMA_CPP, {"model": checkpoint.path, "jinja": True})
     if isinstance(checkpoint, PeftLoraDir):
-        return _peft_plan(checkpoint, request, wanted, runnable, find_base)
+        return _peft_plan(checkpoint, request, wanted, runnable, find_base, staging)
     if isinstance(checkpoint, GgufLoraFile):
         _only(wanted, BackendType.LLAMA_CPP, "a GGUF LoRA", "llama_cpp (or auto)")
         _require(runnable, BackendType.LLAMA_CPP)
@@ -105,20 +135,15 @@ def _model_dir_backend(checkpoint: HfModelDir, wanted: BackendType | None, runna
         _only(wanted, BackendType.MLX_LM, "an MLX model dir", "mlx_lm (or auto)")
         _require(runnable, BackendType.MLX_LM)
         return BackendType.MLX_LM
-    if wanted is BackendType.LLAMA_CPP:
-        raise DeployRefused(
-            f"{checkpoint.path} holds safetensors weights, which llama-server cannot load, and converting "
-            "them to GGUF is not built yet: convert with llama.cpp's convert_hf_to_gguf.py and deploy the "
-            "GGUF, or use server_type vllm or mlx_lm"
-        )
     if wanted is not None:
         _require(runnable, wanted)
         return wanted
-    for backend in (BackendType.VLLM, BackendType.MLX_LM):
+    # As the weights are first (vLLM, then mlx_lm), converted to GGUF only where neither runs.
+    for backend in (BackendType.VLLM, BackendType.MLX_LM, BackendType.LLAMA_CPP):
         if runnable(backend):
             return backend
     raise DeployRefused(
-        f"{checkpoint.path} needs vLLM (or mlx_lm), and neither is installed here: install vllm, "
+        f"{checkpoint.path} needs vLLM, mlx_lm or llama-server, and none is installed here: install vllm, "
         "or set backends.vllm.command to its executable"
     )
 
@@ -129,30 +154,53 @@ def _peft_plan(
     wanted: BackendType | None,
     runnable: Runnable,
     find_base: FindBase,
+    staging: Staging,
 ) -> DeployPlan:
-    if wanted not in (None, BackendType.VLLM):
-        raise DeployRefused(
-            f"{checkpoint.path} is a PEFT LoRA: only vLLM serves one as it is (converting it for "
-            f"{wanted.value if wanted else ''} is not built yet); use server_type vllm or auto"
-        )
-    _require(runnable, BackendType.VLLM)
+    """vLLM serves a PEFT LoRA as it is; mlx_lm and llama-server after a conversion, in that order."""
+    if wanted is None:
+        order = (BackendType.VLLM, BackendType.MLX_LM, BackendType.LLAMA_CPP)
+        wanted = next((backend for backend in order if runnable(backend)), BackendType.VLLM)
+    _require(runnable, wanted)
     if checkpoint.use_dora:
-        raise DeployRefused(f"{checkpoint.path} is a DoRA adapter (use_dora), which vLLM does not serve")
+        raise DeployRefused(f"{checkpoint.path} is a DoRA adapter (use_dora), which no backend here serves")
+    adapter = _adapter_name(checkpoint.path)
+    base_given = request.config.base_model
+    if wanted is BackendType.LLAMA_CPP and base_given is not None and base_given.endswith(".gguf"):
+        base_gguf = find_base(base_given)
+        if base_gguf is None:
+            raise DeployRefused(
+                f"config.base_model {base_given!r} does not exist: give a GGUF file or a model dir"
+            )
+        # The adapter is converted against the HF base it names: its tensor shapes come from there.
+        hf_base = _base_path(checkpoint.base_model, checkpoint.path, find_base)
+        lora = staging.gguf_lora(checkpoint, hf_base, adapter)
+        return _plan(request, wanted, _llama_cpp_lora(base_gguf, lora), adapter)
+    base = _base_path(base_given or checkpoint.base_model, checkpoint.path, find_base)
+    if wanted is BackendType.LLAMA_CPP:
+        lora = staging.gguf_lora(checkpoint, base, adapter)
+        return _plan(request, wanted, _llama_cpp_lora(staging.gguf_model(base), lora), adapter)
+    if wanted is BackendType.MLX_LM:
+        staged = staging.mlx_adapter(checkpoint, base, adapter)
+        return _plan(request, wanted, {"model": base, "adapter_path": staged}, adapter)
     rank = max([checkpoint.r, *checkpoint.rank_pattern.values()])
     max_rank = next((allowed for allowed in VLLM_LORA_RANKS if allowed >= rank), None)
     if max_rank is None:
         raise DeployRefused(
             f"{checkpoint.path} has rank {rank}, over vLLM's largest --max-lora-rank of {VLLM_LORA_RANKS[-1]}"
         )
-    base = _base_path(request.config.base_model or checkpoint.base_model, checkpoint.path, find_base)
-    adapter = _adapter_name(checkpoint.path)
-    options = {
+    options: dict[str, Any] = {
         "model": base,
         "enable_lora": True,
         "lora_modules": [f"{adapter}={checkpoint.path}"],
         "max_lora_rank": max_rank,
     }
-    return _plan(request, BackendType.VLLM, options, adapter)
+    return _plan(request, wanted, options, adapter)
+
+
+def _llama_cpp_lora(base_gguf: str, lora: str) -> dict[str, Any]:
+    # Loaded at scale 0, so the instance's own name is the base model and instance/adapter applies it
+    # per request (--lora-init-without-apply still applies it on b10434: the reference, §0).
+    return {"model": base_gguf, "lora_scaled": [f"{lora}:0"], "jinja": True}
 
 
 def _plan(

@@ -37,6 +37,7 @@ from llamactl.instance.errors import (
 from llamactl.instance.events import EventBus, EventKind
 from llamactl.instance.launch import BackendSettings, LaunchCommand, launch_command
 from llamactl.instance.lifecycle import (
+    BackoffElapsed,
     CrashPolicy,
     Drained,
     Event,
@@ -57,6 +58,7 @@ from llamactl.instance.memory_probe import SystemMemory, system_memory
 from llamactl.instance.options import InstanceOptions, check_instance_name
 from llamactl.instance.ports import PortAllocator
 from llamactl.instance.process import kill_leftover_group
+from llamactl.instance.provenance import ExecutableVersions
 from llamactl.instance.scheduling import (
     Candidate,
     CapacityLimits,
@@ -260,7 +262,8 @@ class InstanceManager:
         self._idle_task: asyncio.Task[None] | None = None
         self._pressure_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
-        """Model files being read (``_read_model_soon``)."""
+        """Model files being read (``_read_model_soon``), starts being recorded (``_record_start_soon``)."""
+        self._versions = ExecutableVersions()
         self._schedule_pending = False
         self._wake: asyncio.TimerHandle | None = None
         self._closing = False
@@ -302,6 +305,7 @@ class InstanceManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._versions.close()
         if self._wake is not None:
             self._wake.cancel()
         for instance in self._instances.values():
@@ -827,6 +831,8 @@ class InstanceManager:
         )
         if new.status is not old.status:
             logger.info("%s: %s -> %s (%s)", instance.name, old.status.value, new.status.value, reason)
+        if new.phase is Phase.STARTING and old.phase is not Phase.STARTING:
+            self._record_start_soon(instance, _start_reason(event, reason))
         if new.phase is Phase.RUNNING:
             instance.owed = len(instance.queue)
             instance.last_used = self._clock()
@@ -920,6 +926,22 @@ class InstanceManager:
                 await asyncio.sleep(MEMORY_REPORT_POLL)
 
         self._in_background(read())
+
+    def _record_start_soon(self, instance: _Instance, reason: str) -> None:
+        """Write the start to the instance's history, with what runs, once ``--version`` has said."""
+        when = time.time()
+        options = instance.options  # this start's, whatever an update changes meanwhile
+
+        async def record() -> None:
+            try:
+                settings = self.settings.backends[options.backend_type]
+                command = launch_command(instance.name, options, settings, self.settings.host, 0)
+                entry = await self._versions.start_entry(command, settings, reason, when)
+                self._store.add_history(instance.id, entry)
+            except Exception:  # the start goes on without its entry
+                logger.exception("%s: cannot record the start in its history", instance.name)
+
+        self._in_background(record())
 
     def _hooks(self, instance: _Instance) -> SupervisorHooks:
         def persist(was_running: bool) -> None:
@@ -1049,6 +1071,16 @@ def _cause(old: Lifecycle, event: Event) -> str:
         case Exited():
             return "crash" if old.phase is Phase.RUNNING else "exit"
     return type(event).__name__.lower()
+
+
+def _start_reason(event: Event, reason: str) -> str:
+    """Why a start happened, for its history entry: the transition's reason names the event."""
+    match event:
+        case Exited():
+            return "restart"  # the old process is gone: this is the start of a restart
+        case BackoffElapsed():
+            return "restart after a crash"
+    return reason
 
 
 def _log_boot_start(name: str) -> Callable[[asyncio.Future[None]], None]:

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from llamactl.backends import BackendType, get_backend
 from llamactl.deploy.checkpoint import TRAINER_CHECKPOINT, inspect_checkpoint
 from llamactl.deploy.checkpoint_kinds import Checkpoint
-from llamactl.deploy.plan import plan_deploy
+from llamactl.deploy.plan import Staging, plan_deploy
 from llamactl.deploy.request import DeployAnswer, DeployRequest
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.options import check_instance_name, instance_options_from_json
@@ -33,18 +33,28 @@ _UNNAMEABLE = re.compile(r"[^a-zA-Z0-9._-]+")
 
 class DeployApi:
     def __init__(
-        self, manager: InstanceManager, models: ModelsApi, backend_commands: dict[str, list[str]]
+        self,
+        manager: InstanceManager,
+        models: ModelsApi,
+        backend_commands: dict[str, list[str]],
+        staging: Staging,
     ) -> None:
         self.manager = manager
         self.models = models
         self.backend_commands = backend_commands
         """Each backend's configured command line, by config key: a deploy needs its executable."""
+        self.staging = staging
+        self._staging_lock = asyncio.Lock()
+        """One deploy converts at a time: two conversions of a model would double the disk and memory."""
 
     async def deploy(self, request: Request) -> Response:
         body = await read_json(request, DeployRequest)
         checkpoint = await asyncio.to_thread(inspect_checkpoint, body.checkpoint_path)
         await self.models.rescan()  # an adapter's base model may be in the catalogue
-        plan = plan_deploy(checkpoint, body, self._runnable, self._find_base)
+        async with self._staging_lock:  # conversions take seconds to minutes: off the event loop
+            plan = await asyncio.to_thread(
+                plan_deploy, checkpoint, body, self._runnable, self._find_base, self.staging
+            )
         name = check_instance_name(body.name or default_name(checkpoint))
         self.manager.create(name, instance_options_from_json(plan.options))
         try:

@@ -34,6 +34,7 @@ from llamactl.server.errors import management_body
 from llamactl.server.events_stream import EventsStream
 from llamactl.server.gate import Family, Gate, Handler, Policy
 from llamactl.server.health import Health, HealthStatus
+from llamactl.server.history_api import HistoryApi, InstanceHistory, SmokeRequest
 from llamactl.server.management import (
     CreatedKey,
     KeyPermission,
@@ -53,6 +54,7 @@ from llamactl.server.models_api import (
 from llamactl.server.openapi import ApiDocs
 from llamactl.server.proxy import Proxy
 from llamactl.server.web_ui import WebUi
+from llamactl.store import SmokeEntry
 
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 """What the pass-through routes forward; anything else (TRACE, CONNECT, WebDAV) is a 405."""
@@ -119,6 +121,7 @@ class Apis(msgspec.Struct, frozen=True, kw_only=True):
     models: ModelListing
     catalogue: ModelsApi
     deploy: DeployApi
+    history: HistoryApi
     activity: ActivityLog
     metrics: Metrics
     health: Health
@@ -348,6 +351,28 @@ def route_table(apis: Apis) -> list[Endpoint]:
                 QueryParam("lines", "integer", "How many of the last lines (default 100, at most 10000)"),
                 QueryParam("follow", "boolean", "Then stream every new line as SSE"),
             ),
+        ),
+        Endpoint(
+            path=instance + "/smoke",
+            methods=("POST",),
+            family=mgmt,
+            handler=respond(apis.history.smoke),
+            operation="smoke_instance",
+            summary="Start the instance's command on another loopback port, ask one chat, stop it, and "
+            "record the outcome in its history (200 either way: ok says which)",
+            request=SmokeRequest,
+            response=SmokeEntry,
+            errors=(404, 409),
+        ),
+        Endpoint(
+            path=instance + "/history",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(apis.history.history),
+            operation="instance_history",
+            summary="The instance's starts (with the executable and its --version) and smoke checks",
+            response=InstanceHistory,
+            errors=(404,),
         ),
         Endpoint(
             path="/api/v1/events",

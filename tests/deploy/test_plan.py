@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from llamactl.backends import BackendType
-from llamactl.deploy.checkpoint_kinds import Checkpoint
+from llamactl.deploy.checkpoint_kinds import Checkpoint, PeftLoraDir
 from llamactl.deploy.plan import DeployPlan, DeployRefused, FindBase, Runnable, plan_deploy
 from llamactl.deploy.request import DeployConfig, DeployRequest, ServerType
 from llamactl.instance.options import instance_options_from_json
@@ -56,13 +56,33 @@ def asking(server_type: str = "auto", **config: Any) -> DeployRequest:
     )
 
 
+class RecordingStaging:
+    """Conversions that only say what they would make: ``<what>(<input>)``, named as asked."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def gguf_model(self, model_dir: str) -> str:
+        self.made.append(f"gguf_model {model_dir}")
+        return f"/cache/gguf-models/{model_dir.rpartition('/')[2]}-f16.gguf"
+
+    def gguf_lora(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
+        self.made.append(f"gguf_lora {adapter.path} over {base_dir}")
+        return f"/cache/gguf-loras/h/{name}.gguf"
+
+    def mlx_adapter(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
+        self.made.append(f"mlx_adapter {adapter.path} over {base_dir}")
+        return f"/cache/mlx-adapters/h/{name}"
+
+
 def plan(
     checkpoint: Checkpoint,
     request: DeployRequest | None = None,
     runnable: Runnable = EVERYTHING,
     find_base: FindBase = find_local_base,
+    staging: RecordingStaging | None = None,
 ) -> DeployPlan:
-    return plan_deploy(checkpoint, request or asking(), runnable, find_base)
+    return plan_deploy(checkpoint, request or asking(), runnable, find_base, staging or RecordingStaging())
 
 
 def refusal(
@@ -106,17 +126,34 @@ def test_an_hf_model_dir_goes_to_the_backend_asked_for_or_the_one_installed(
     assert deployed.options == {"backend_type": backend.value, "backend_options": {"model": HF_DIR}}
 
 
-def test_an_hf_model_dir_is_refused_when_neither_vllm_nor_mlx_lm_is_installed() -> None:
-    message = refusal(hf_dir(), runnable=installed(LLAMA_CPP))
+def test_an_hf_model_dir_is_refused_when_no_backend_is_installed() -> None:
+    message = refusal(hf_dir(), runnable=installed())
     assert HF_DIR in message
     assert "install vllm" in message
 
 
-@pytest.mark.parametrize("server_type", ["llama_cpp", "ollama"])
-def test_an_hf_model_dir_for_llama_server_is_refused_with_how_to_convert_it(server_type: str) -> None:
-    message = refusal(hf_dir(), asking(server_type))
-    assert "convert_hf_to_gguf" in message
-    assert "server_type vllm or mlx_lm" in message
+@pytest.mark.parametrize(
+    ("server_type", "runnable"),
+    [("llama_cpp", EVERYTHING), ("ollama", EVERYTHING), ("auto", installed(LLAMA_CPP))],
+    ids=["asked-llama_cpp", "asked-ollama", "auto-with-only-llama-server"],
+)
+def test_an_hf_model_dir_for_llama_server_is_converted_to_gguf_once(
+    server_type: str, runnable: Runnable
+) -> None:
+    staging = RecordingStaging()
+    deployed = plan(hf_dir(), asking(server_type), runnable, staging=staging)
+    assert deployed.backend_type is LLAMA_CPP
+    assert deployed.options["backend_options"] == {
+        "model": f"/cache/gguf-models/{HF_DIR.rpartition('/')[2]}-f16.gguf",
+        "jinja": True,
+    }
+    assert staging.made == [f"gguf_model {HF_DIR}"]
+
+
+def test_an_hf_model_dir_for_vllm_is_served_as_it_is_with_no_conversion() -> None:
+    staging = RecordingStaging()
+    plan(hf_dir(), staging=staging)
+    assert staging.made == []
 
 
 def test_an_mlx_model_dir_goes_to_mlx_lm_even_when_vllm_is_installed() -> None:
@@ -203,15 +240,55 @@ def test_a_peft_lora_over_vllms_largest_rank_is_refused(
     assert "--max-lora-rank of 512" in message
 
 
+def test_a_peft_lora_is_refused_when_no_backend_is_installed() -> None:
+    assert refusal(peft_lora(), runnable=installed()).startswith("vllm is not installed here")
+
+
 def test_a_dora_adapter_is_refused() -> None:
     assert "DoRA" in refusal(peft_lora(use_dora=True))
 
 
-@pytest.mark.parametrize("server_type", ["llama_cpp", "ollama", "mlx_lm"])
-def test_a_peft_lora_for_another_backend_is_refused_pointing_at_vllm(server_type: str) -> None:
-    message = refusal(peft_lora(), asking(server_type))
-    assert "only vLLM serves one" in message
-    assert "use server_type vllm or auto" in message
+@pytest.mark.parametrize(
+    ("server_type", "runnable"),
+    [("llama_cpp", EVERYTHING), ("ollama", EVERYTHING), ("auto", installed(LLAMA_CPP))],
+    ids=["asked-llama_cpp", "asked-ollama", "auto-with-only-llama-server"],
+)
+def test_a_peft_lora_for_llama_server_is_converted_with_its_base_and_loaded_at_scale_0(
+    server_type: str, runnable: Runnable
+) -> None:
+    staging = RecordingStaging()
+    deployed = plan(peft_lora(), asking(server_type), runnable, staging=staging)
+    assert deployed.backend_type is LLAMA_CPP and deployed.adapter == "lora-sft"
+    assert deployed.options["backend_options"] == {
+        "model": f"/cache/gguf-models/{BASE_DIR.rpartition('/')[2]}-f16.gguf",
+        "lora_scaled": ["/cache/gguf-loras/h/lora-sft.gguf:0"],
+        "jinja": True,
+    }
+    assert staging.made == [f"gguf_lora {PEFT_DIR} over {BASE_DIR}", f"gguf_model {BASE_DIR}"]
+
+
+def test_a_peft_lora_for_llama_server_over_a_gguf_base_given_converts_only_the_adapter() -> None:
+    staging = RecordingStaging()
+    deployed = plan(peft_lora(), asking("llama_cpp", base_model=GGUF_BASE), staging=staging)
+    assert deployed.options["backend_options"]["model"] == GGUF_BASE
+    assert staging.made == [f"gguf_lora {PEFT_DIR} over {BASE_DIR}"]
+
+
+@pytest.mark.parametrize(
+    ("server_type", "runnable"),
+    [("mlx_lm", EVERYTHING), ("auto", installed(MLX_LM, LLAMA_CPP))],
+    ids=["asked-mlx_lm", "auto-without-vllm"],
+)
+def test_a_peft_lora_for_mlx_lm_is_converted_to_its_format(server_type: str, runnable: Runnable) -> None:
+    staging = RecordingStaging()
+    deployed = plan(peft_lora(), asking(server_type), runnable, staging=staging)
+    assert deployed.backend_type is MLX_LM
+    assert deployed.options["backend_options"] == {
+        "model": BASE_DIR,
+        "adapter_path": "/cache/mlx-adapters/h/lora-sft",
+    }
+    assert deployed.options["allowed_models"] == ["lora-sft"]
+    assert staging.made == [f"mlx_adapter {PEFT_DIR} over {BASE_DIR}"]
 
 
 def test_a_peft_lora_whose_base_is_not_here_is_refused_with_how_to_download_it() -> None:
@@ -397,7 +474,7 @@ def test_idle_timeout_is_passed_to_the_instance(idle_timeout: int) -> None:
         pytest.param(gguf_lora(), asking(base_model=GGUF_BASE), LLAMA_CPP, id="gguf-lora"),
         pytest.param(hf_dir(MLX_DIR, mlx=True), asking(), MLX_LM, id="mlx-dir"),
         pytest.param(mlx_adapter(), asking(), MLX_LM, id="mlx-adapter"),
-        pytest.param(peft_lora(), asking(), VLLM, id="peft-lora"),
+        pytest.param(peft_lora(), asking("vllm"), VLLM, id="peft-lora-asked-vllm"),
         pytest.param(hf_dir(), asking("vllm"), VLLM, id="hf-dir-asked-vllm-does-not-fall-back"),
         pytest.param(hf_dir(), asking("mlx_lm"), MLX_LM, id="hf-dir-asked-mlx_lm"),
     ],
@@ -420,6 +497,9 @@ EVERY_PLAN = [
     pytest.param(gguf_lora(), asking(base_model=GGUF_BASE), EVERYTHING, id="gguf-lora"),
     pytest.param(peft_lora(r=321), asking(), EVERYTHING, id="peft-lora"),
     pytest.param(mlx_adapter(), asking(), EVERYTHING, id="mlx-adapter"),
+    pytest.param(hf_dir(), asking("ollama"), EVERYTHING, id="hf-dir-to-gguf"),
+    pytest.param(peft_lora(), asking("llama_cpp"), EVERYTHING, id="peft-lora-to-gguf"),
+    pytest.param(peft_lora(), asking("mlx_lm"), EVERYTHING, id="peft-lora-to-mlx"),
 ]
 FULL_CONFIG = {"context_length": 4096, "gpu_memory_utilization": 0.6, "idle_timeout": 15}
 

@@ -3,7 +3,9 @@
 A tiny random-weight HF Llama (as transformers saves one) goes to vLLM with
 ``auto``; a trainer's output dir deploys its latest checkpoint; a PEFT LoRA
 goes to vLLM over its base and answers as ``instance/adapter``, with tokens
-that differ from the base model's; a GGUF goes to llama-server.
+that differ from the base model's. The same LoRA, converted, answers on
+mlx_lm with vLLM's tokens (both run the float32 weights), and on llama-server
+(F16, so only its own base is compared); a GGUF goes to llama-server.
 """
 
 from __future__ import annotations
@@ -14,15 +16,23 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_lifecycle_real_backends import group_members
-from tests.e2e.test_serve_real_backends import BIN, Server, remember_group
-from tests.e2e.tiny_models import write_tiny_gguf, write_tiny_peft_lora, write_tiny_vllm_model
-from tests.serve_process import serve_process
+from llamactl.deploy.llama_cpp_convert import LLAMA_CPP_BUILD, SCRIPTS_VARIABLE
+from tests.deploy.test_llama_cpp_convert import CACHE
+from tests.e2e.test_serve_real_backends import BIN, Server, real_server, remember_group
+from tests.e2e.tiny_models import (
+    with_llama2_tokenizer,
+    write_tiny_gguf,
+    write_tiny_peft_lora,
+    write_tiny_vllm_model,
+)
 
 # What vLLM needs on a CPU-only machine, set once for the backend as a user would in the config.
 BACKENDS = f"""
 backends:
   llama-cpp: {{command: {BIN / "llama-server"}}}
+  mlx:
+    command: {BIN / "mlx_lm.server"}
+    environment: {{HF_HUB_OFFLINE: "1"}}
   vllm:
     command: {BIN / "vllm"}
     args: [serve]
@@ -37,10 +47,10 @@ VLLM_CONFIG = {"context_length": 512, "backend_options": {"dtype": "float32", "e
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve_process(tmp_path_factory.mktemp("serve"), BACKENDS, stop_timeout=120) as serve:
-        running = Server(serve)
+    # The converters scripts/install-test-backends.sh put in the cache, not fetched again at test time.
+    scripts = {SCRIPTS_VARIABLE: str(CACHE / f"llama.cpp-{LLAMA_CPP_BUILD}")}
+    with real_server(tmp_path_factory.mktemp("serve"), BACKENDS, scripts) as running:
         yield running
-    assert [pid for group in running.groups for pid in group_members(group)] == []
 
 
 def deploy(server: Server, body: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +77,8 @@ def test_a_trainer_output_dir_goes_to_vllm_with_auto_and_its_adapter_answers_as_
 ) -> None:
     run = tmp_path / "sft-run"
     write_tiny_vllm_model(run / "checkpoint-50")
-    write_tiny_vllm_model(run / "checkpoint-100")
+    # A tokenizer llama.cpp's convert_hf_to_gguf.py knows, for the llama-server deploy below.
+    with_llama2_tokenizer(write_tiny_vllm_model(run / "checkpoint-100"))
     (run / "checkpoint-150").mkdir()  # a save cut short: passed over
     deployed = deploy(server, {"checkpoint_path": str(run), "config": VLLM_CONFIG})
     assert deployed["backend_type"] == "vllm" and deployed["server_id"] == "sft-run"
@@ -86,6 +97,19 @@ def test_a_trainer_output_dir_goes_to_vllm_with_auto_and_its_adapter_answers_as_
     assert adapted and adapted != base_tokens  # the adapter is applied
     assert greedy(server, "tuned") == base_tokens  # the instance's own name is the base model
     stop(server, "tuned")
+
+    on_mlx = deploy(server, {"checkpoint_path": str(adapter), "server_type": "mlx_lm", "name": "tuned-mlx"})
+    assert on_mlx["backend_type"] == "mlx_lm" and on_mlx["model_id"] == "tuned-mlx/my-lora"
+    assert greedy(server, on_mlx["model_id"]) == adapted  # converted to mlx_lm's format, same tokens
+    stop(server, "tuned-mlx")
+
+    on_llama = deploy(
+        server, {"checkpoint_path": str(adapter), "server_type": "llama_cpp", "name": "tuned-gguf"}
+    )
+    assert on_llama["backend_type"] == "llama_cpp" and on_llama["model_id"] == "tuned-gguf/my-lora"
+    gguf_adapted, gguf_base = greedy(server, on_llama["model_id"]), greedy(server, "tuned-gguf")
+    assert gguf_adapted and gguf_adapted != gguf_base  # applied when asked for, and only then
+    stop(server, "tuned-gguf")
 
 
 def test_an_adapter_whose_base_model_is_absent_is_refused_and_starts_nothing(

@@ -17,11 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
+from llamactl.deploy.llama_cpp_convert import LLAMA_CPP_BUILD, SCRIPTS_VARIABLE
+from tests.deploy.test_llama_cpp_convert import CACHE
 from tests.e2e.tiny_models import write_tiny_vllm_model
 from tests.models.gguf_files import write_llama_gguf
 from tests.serve_process import MANAGEMENT_KEY, Serve, serve_process, standin_backends
 
 ABSENT_COMMAND = "/nonexistent/bin/vllm"
+CONVERTERS = {SCRIPTS_VARIABLE: str(CACHE / f"llama.cpp-{LLAMA_CPP_BUILD}")}
+"""llama.cpp's converters as scripts/install-test-backends.sh put them in the cache: never fetched here."""
 
 
 def _config_tail() -> str:
@@ -34,8 +38,8 @@ def _config_tail() -> str:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    pids = tmp_path / "pids"
-    with serve_process(tmp_path, _config_tail(), environment={"STANDIN_PIDS": str(pids)}) as running:
+    environment = {"STANDIN_PIDS": str(tmp_path / "pids"), **CONVERTERS}
+    with serve_process(tmp_path, _config_tail(), environment=environment) as running:
         yield running
 
 
@@ -94,9 +98,10 @@ def _peft_adapter(directory: Path, base: str, rank: int = 8) -> Path:
         ("missing", {}, 404, ["does not exist"]),
         ("notes-dir", {}, 422, ["notes.txt"]),
         ("model.gguf", {"server_type": "vllm"}, 422, ["served by llama_cpp only", "server_type llama_cpp"]),
-        ("hf-dir", {}, 422, ["neither is installed", "backends.vllm.command"]),
+        # Only llama-server here: converted to GGUF, which the converter refuses for the toy tokenizer.
+        ("hf-dir", {}, 422, ["convert_hf_to_gguf.py failed", "BPE pre-tokenizer was not recognized"]),
         ("hf-dir", {"server_type": "llama_cpp"}, 422, ["convert_hf_to_gguf"]),
-        ("adapter-missing-base", {}, 422, ["not installed"]),
+        ("adapter-missing-base", {}, 422, ["'org/absent-base' is not on this machine", "models pull"]),
         ("model.gguf", {"server_type": "tgi"}, 400, ["server_type"]),
         ("model.gguf", {"config": {"context_lenght": 4096}}, 400, ["context_lenght"]),
         ("model.gguf", {"config": {"context_length": 0}}, 400, ["context_length"]),
