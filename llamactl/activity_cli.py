@@ -13,6 +13,7 @@ from llamactl.client import (
     format_row,
     number_cell,
     run_with_client,
+    seconds_cell,
 )
 
 if TYPE_CHECKING:
@@ -96,15 +97,8 @@ def _row(record: dict[str, Any]) -> list[str]:
         record.get("key_name") or "-",
         record["endpoint"],
         str(record["status"]),
-        _seconds(record["queue_wait_seconds"]),
-        _seconds(record.get("ttft_seconds")),
-        _seconds(record["duration_seconds"]),
+        seconds_cell(record["queue_wait_seconds"]),
+        seconds_cell(record.get("ttft_seconds")),
+        seconds_cell(record["duration_seconds"]),
         tokens,
     ]
-
-
-def _seconds(value: float | None) -> str:
-    """1.25s, or 37ms under a second; ``-`` when unknown."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}s" if value >= 1 else f"{value * 1000:.0f}ms"

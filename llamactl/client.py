@@ -113,3 +113,25 @@ def format_json(document: Any) -> str:
 def fail(message: str) -> int:
     sys.stderr.write(f"llamactl: error: {message}\n")
     return EXIT_BAD_INPUT
+
+
+def seconds_cell(value: float | None) -> str:
+    """1.25s, or 37ms under a second; ``-`` when unknown."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}s" if value >= 1 else f"{value * 1000:.0f}ms"
+
+
+def check_name_for_url(name: str) -> None:
+    """Refuse a name the server would refuse before it goes into a URL.
+
+    httpx resolves dot segments, so ``delete ../auth/keys/3`` would otherwise
+    send ``DELETE /api/v1/auth/keys/3``.
+    """
+    from llamactl.backends import BackendInputError
+    from llamactl.instance.options import check_instance_name
+
+    try:
+        check_instance_name(name)
+    except BackendInputError as error:
+        raise ClientError(error.message) from None

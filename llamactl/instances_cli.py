@@ -13,6 +13,7 @@ from llamactl.client import (
     ClientError,
     add_client_command,
     call,
+    check_name_for_url,
     format_json,
     format_table,
     raise_for_error,
@@ -90,7 +91,7 @@ def run_instance_command(args: argparse.Namespace) -> int:
 
 def _dispatch(client: httpx.Client, args: argparse.Namespace) -> int:
     if args.verb != "list":
-        _check_name(args.name)
+        check_name_for_url(args.name)
     if args.verb == "list":
         rows = [_row(item) for item in call(client, "GET", "/api/v1/instances").json()]
         print(format_table(COLUMNS, rows))
@@ -153,21 +154,6 @@ def _print_logs(client: httpx.Client, args: argparse.Namespace) -> None:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 print(line.removeprefix("data: "), flush=True)
-
-
-def _check_name(name: str) -> None:
-    """Refuse a name the server would refuse before it goes into a URL.
-
-    httpx resolves dot segments, so ``delete ../auth/keys/3`` would otherwise
-    send ``DELETE /api/v1/auth/keys/3``.
-    """
-    from llamactl.backends import BackendInputError
-    from llamactl.instance.options import check_instance_name
-
-    try:
-        check_instance_name(name)
-    except BackendInputError as error:
-        raise ClientError(error.message) from None
 
 
 def _backend_of(words: list[str]) -> str:

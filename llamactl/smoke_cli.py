@@ -6,9 +6,14 @@ import argparse
 import time
 from typing import TYPE_CHECKING, Any
 
-from llamactl.activity_cli import _seconds  # durations as `llamactl activity` shows them
-from llamactl.client import add_client_command, call, format_table, run_with_client
-from llamactl.instances_cli import _check_name  # the one check of a name before it goes into a URL
+from llamactl.client import (
+    add_client_command,
+    call,
+    check_name_for_url,
+    format_table,
+    run_with_client,
+    seconds_cell,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -39,7 +44,7 @@ def run_history_command(args: argparse.Namespace) -> int:
 
 
 def _smoke(client: httpx.Client, args: argparse.Namespace) -> int:
-    _check_name(args.name)
+    check_name_for_url(args.name)
     body = {} if args.timeout is None else {"timeout": args.timeout}
     entry = call(client, "POST", f"/api/v1/instances/{args.name}/smoke", json=body).json()
     print("\n".join(smoke_report(args.name, entry)))
@@ -50,11 +55,11 @@ def smoke_report(name: str, entry: dict[str, Any]) -> list[str]:
     """What ``llamactl smoke`` prints: the outcome, the answer or the reason, the timings, the log tail."""
     timings = entry["timings"]
     steps = [
-        f"{label} {_seconds(timings.get(key))}"
+        f"{label} {seconds_cell(timings.get(key))}"
         for label, key in (("ready", "ready_seconds"), ("listed", "listed_seconds"), ("chat", "chat_seconds"))
         if timings.get(key) is not None
     ]
-    steps.append(f"total {_seconds(timings['total_seconds'])}")
+    steps.append(f"total {seconds_cell(timings['total_seconds'])}")
     model = f" (model {entry['model']})" if entry.get("model") else ""
     if entry["ok"]:
         return [f"{name}: ok{model}", f"answer: {entry['first_line']}", ", ".join(steps)]
@@ -65,7 +70,7 @@ def smoke_report(name: str, entry: dict[str, Any]) -> list[str]:
 
 
 def _history(client: httpx.Client, args: argparse.Namespace) -> int:
-    _check_name(args.name)
+    check_name_for_url(args.name)
     entries = call(client, "GET", f"/api/v1/instances/{args.name}/history").json()["history"]
     if not entries:
         print(f"no history recorded for {args.name}")
@@ -86,5 +91,5 @@ def history_row(entry: dict[str, Any]) -> list[str]:
     if entry["kind"] == "smoke":
         result = "ok" if entry["ok"] else "failed"
         detail = entry["first_line"] if entry["ok"] else entry["reason"]
-        return [when, "smoke", result, _seconds(entry["timings"]["total_seconds"]), detail or ""]
+        return [when, "smoke", result, seconds_cell(entry["timings"]["total_seconds"]), detail or ""]
     return [when, str(entry["kind"]), "-", "-", ""]  # a kind this client does not know yet

