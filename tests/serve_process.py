@@ -204,3 +204,19 @@ def serve_process(
             if serving.process.poll() is None:
                 assert serving.stop(stop_timeout) == 0
             assert_none_alive(running.pids)
+
+
+def cli_environment(serve: Serve) -> dict[str, str]:
+    """The environment in which ``llamactl`` commands reach ``serve`` with the management key."""
+    return {**os.environ, "LLAMACTL_URL": serve.base_url, "LLAMACTL_API_KEY": MANAGEMENT_KEY}
+
+
+def run_cli(serve: Serve, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``llamactl ARGS`` against ``serve``, its output captured, within ``timeout`` seconds."""
+    return subprocess.run(
+        [sys.executable, "-m", "llamactl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_environment(serve),
+    )

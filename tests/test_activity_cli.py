@@ -7,7 +7,6 @@ follows, as rows the serve then reads.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 
 from llamactl.store import ActivityRecord
 from tests.activity_helpers import START, serve_with_activity
-from tests.serve_process import MANAGEMENT_KEY, Serve
+from tests.serve_process import Serve, cli_environment, run_cli
 
 DEADLINE = 30.0
 TIMINGS = ["250ms", "500ms", "1.50s", "12/34"]
@@ -37,18 +36,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, li
         yield serve, records, workdir / "data" / "llamactl.db"
 
 
-def environment(serve: Serve) -> dict[str, str]:
-    return {**os.environ, "LLAMACTL_URL": serve.base_url, "LLAMACTL_API_KEY": MANAGEMENT_KEY}
-
-
 def llamactl(serve: Serve, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llamactl", *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        env=environment(serve),
-    )
+    return run_cli(serve, *args, timeout=DEADLINE)
 
 
 def rows(text: str) -> list[list[str]]:
@@ -98,7 +87,7 @@ def test_activity_follow_shows_new_requests_until_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment(serve),
+        env=cli_environment(serve),
     )
     lines: list[str] = []
     arrived = threading.Condition()

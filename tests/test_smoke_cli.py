@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.serve_process import MANAGEMENT_KEY, Serve, serve_process, standin_backends
+from tests.serve_process import Serve, run_cli, serve_process, standin_backends
 
 DEADLINE = 60.0
 
@@ -28,13 +27,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
 
 
 def llamactl(serve: Serve, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llamactl", *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        env={**os.environ, "LLAMACTL_URL": serve.base_url, "LLAMACTL_API_KEY": MANAGEMENT_KEY},
-    )
+    return run_cli(serve, *args, timeout=DEADLINE)
 
 
 def test_smoke_prints_the_answer_and_the_timings(serve: Serve) -> None:

@@ -112,8 +112,7 @@ def plan_deploy(
         if found is None:
             raise DeployRefused(f"config.base_model {base!r} does not exist: give the path of a GGUF file")
         adapter = _adapter_name(checkpoint.path)
-        options = {"model": found, "lora": [checkpoint.path], "jinja": True}
-        return _plan(request, BackendType.LLAMA_CPP, options, adapter)
+        return _plan(request, BackendType.LLAMA_CPP, _llama_cpp_lora(found, checkpoint.path), adapter)
     assert isinstance(checkpoint, MlxAdapterDir)
     _only(wanted, BackendType.MLX_LM, "an mlx_lm adapter", "mlx_lm (or auto)")
     _require(runnable, BackendType.MLX_LM)

@@ -345,7 +345,7 @@ def test_a_gguf_lora_goes_to_llama_server_over_the_base_gguf_given(server_type: 
     assert deployed.adapter == "my-lora"
     assert deployed.options == {
         "backend_type": "llama_cpp",
-        "backend_options": {"model": GGUF_BASE, "lora": [GGUF_LORA], "jinja": True},
+        "backend_options": {"model": GGUF_BASE, "lora_scaled": [f"{GGUF_LORA}:0"], "jinja": True},
         "allowed_models": ["my-lora"],
     }
 
