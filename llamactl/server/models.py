@@ -39,6 +39,18 @@ class ModelEntry(msgspec.Struct, omit_defaults=True):
     owned_by: str = "llamactl"
     context_length: int | None = None
     meta: ModelMeta | None = None
+    parent: str | None = None
+    """For an adapter (``instance/adapter``), the instance whose model it applies to, as vLLM lists it."""
+
+
+def model_entries(info: InstanceInfo) -> list[ModelEntry]:
+    """The instance, then each adapter it serves by name, as a model of its own: ``instance/adapter``."""
+    entry = model_entry(info)
+    options = info.options
+    adapters = get_backend(options.backend_type).adapter_names(options.backend_options)
+    return [entry] + [
+        msgspec.structs.replace(entry, id=f"{info.name}/{adapter}", parent=info.name) for adapter in adapters
+    ]
 
 
 def model_entry(info: InstanceInfo) -> ModelEntry:
@@ -124,10 +136,11 @@ class ModelListing:
         self._auth = auth
 
     async def list_models(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
-        """Every instance the key may use, stopped ones included, with its status."""
+        """Every instance the key may use and its adapters, stopped ones included, with their status."""
         entries = [
-            model_entry(info)
+            entry
             for info in self._manager.list_instances()
             if self._auth.can_use(principal, info.name)
+            for entry in model_entries(info)
         ]
         await send_whole(send, msgspec.json.encode(ModelList(data=entries)))

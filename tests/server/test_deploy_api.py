@@ -100,7 +100,6 @@ def _peft_adapter(directory: Path, base: str, rank: int = 8) -> Path:
         ("model.gguf", {"server_type": "vllm"}, 422, ["served by llama_cpp only", "server_type llama_cpp"]),
         # Only llama-server here: converted to GGUF, which the converter refuses for the toy tokenizer.
         ("hf-dir", {}, 422, ["convert_hf_to_gguf.py failed", "BPE pre-tokenizer was not recognized"]),
-        ("hf-dir", {"server_type": "llama_cpp"}, 422, ["convert_hf_to_gguf"]),
         ("adapter-missing-base", {}, 422, ["'org/absent-base' is not on this machine", "models pull"]),
         ("model.gguf", {"server_type": "tgi"}, 400, ["server_type"]),
         ("model.gguf", {"config": {"context_lenght": 4096}}, 400, ["context_lenght"]),

@@ -313,6 +313,9 @@ def test_a_llama_cpp_instance_applies_the_adapter_a_request_names_and_only_then(
     assert plain["model"] == "tiny" and "lora" not in plain  # the scales it was started with
     listed = serve.client.post("/v1/chat/completions", json={"model": "tuned/other", "messages": []})
     assert listed.status_code == 404 and "'sql', 'chat'" in listed.json()["error"]["message"]
+    models = {model["id"]: model for model in serve.client.get("/v1/models").json()["data"]}
+    assert [models[f"tuned/{name}"]["parent"] for name in ("always", "sql", "chat")] == ["tuned"] * 3
+    assert "parent" not in models["tuned"] and models["tuned/sql"]["status"] == "running"
 
 
 def test_an_mlx_instance_serves_its_adapter_under_its_one_model(serve: Serve, requests: Path) -> None:
