@@ -11,6 +11,7 @@ from llamactl import __version__
 from llamactl.activity_cli import add_activity_command, run_activity_command
 from llamactl.client import fail
 from llamactl.deploy_cli import add_deploy_command, run_deploy_command
+from llamactl.export_cli import add_export_command, run_export_command
 from llamactl.instances_cli import add_instance_commands, run_instance_command
 from llamactl.models_cli import add_model_commands, run_model_command
 from llamactl.service_cli import add_service_commands, run_service_command
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "activity": run_activity_command,
         "service": run_service_command,
         "deploy": run_deploy_command,
+        "export": run_export_command,
         "smoke": run_smoke_command,
         "history": run_history_command,
     }
@@ -64,6 +66,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_stats_command(commands)
     add_activity_command(commands)
     add_deploy_command(commands)
+    add_export_command(commands)
     add_smoke_commands(commands)
     add_service_commands(commands)
 

@@ -29,6 +29,7 @@ from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings, MemoryPressure, ReconcileReport
+from llamactl.instance.provenance import ExecutableVersions
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.smoke import SmokeRunner
 from llamactl.models.catalogue import Catalogue, DiscoverySettings
@@ -39,6 +40,7 @@ from llamactl.server.api_keys import ApiKeyStore
 from llamactl.server.app import LlamactlApp, is_loopback
 from llamactl.server.auth import Authenticator, ManagementKeys
 from llamactl.server.deploy_api import DeployApi
+from llamactl.server.export_api import ExportApi
 from llamactl.server.health import Health
 from llamactl.server.history_api import HistoryApi
 from llamactl.server.management import ManagementApi
@@ -121,6 +123,8 @@ class Service:
         self.store = Store(config.database.path)
         self.manager = InstanceManager(manager_settings(config), self.store)
         self.smoke = SmokeRunner(self.manager, self.store)
+        self.export_versions = ExecutableVersions()
+        """The exports' ``--version`` runs, killed at close."""
         self.keys = ApiKeyStore(self.store)
         self.activity = ActivityLog(self.store, config.activity.retention)
         self.management_keys = ManagementKeys(config.auth.management_keys)
@@ -186,6 +190,7 @@ class Service:
             deploy=DeployApi(
                 self.manager, self.catalogue, backend_commands, CachedStaging(config.data_dir / "staged")
             ),
+            export=ExportApi(self.manager, self.export_versions),
             history=HistoryApi(self.manager, self.store, self.smoke),
             activity=self.activity,
             metrics=self.metrics,
@@ -251,6 +256,7 @@ class Service:
         await self.downloads.close()
         await self.upstream.close()
         await self.smoke.close()
+        await self.export_versions.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
         await self.activity.close()
         self.store.close()

@@ -52,6 +52,12 @@ class _Listening(Protocol):
     port: int | None
 
 
+class _Loading(Protocol):
+    """What every backend's options have: the model they load."""
+
+    model: str | None
+
+
 class Backend(ABC):
     """A backend's adapter. Subclasses set the class attributes below."""
 
@@ -73,6 +79,8 @@ class Backend(ABC):
     """Where the running backend serves its own Prometheus metrics, if it does."""
     context_probe: ClassVar[str | None] = None
     """A GET path whose JSON says the context the backend runs with (``served_context`` reads it)."""
+    export_targets: ClassVar[tuple[str, ...]] = ()
+    """What ``llamactl export`` can write for this backend's instances (``llama-server``, ``ollama``)."""
 
     @cached_property
     def spec(self) -> CliSpec:
@@ -127,6 +135,22 @@ class Backend(ABC):
     def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
         """How a request for ``adapter`` (one of ``adapter_names``) is sent: by default under its own name."""
         return AdapterRequest(model=adapter)
+
+    def adapter_paths(self, options: BackendOptions) -> list[str]:
+        """The adapter files or dirs the options load, in the backend's order."""
+        return []
+
+    def with_adapter_paths(self, options: BackendOptions, moved: Mapping[str, str]) -> BackendOptions:
+        """The options with each adapter path in ``moved`` replaced by its new path."""
+        return options
+
+    def model_reference(self, options: BackendOptions) -> str | None:
+        """The model the options load: a local path or a hub repo id."""
+        return cast(_Loading, options).model
+
+    def ollama_parameters(self, options: BackendOptions) -> list[tuple[str, str]]:
+        """The options as an Ollama Modelfile's ``PARAMETER`` lines (name, value), where they map."""
+        return []
 
     def options_for_model(self, files: ModelFiles) -> BackendOptions:
         """Options that serve ``files``: the model alone unless the backend knows what to do with the rest."""

@@ -32,6 +32,7 @@ from llamactl.server.auth import Principal
 from llamactl.server.deploy_api import DeployApi
 from llamactl.server.errors import management_body
 from llamactl.server.events_stream import EventsStream
+from llamactl.server.export_api import ExportApi
 from llamactl.server.gate import Family, Gate, Handler, Policy
 from llamactl.server.health import Health, HealthStatus
 from llamactl.server.history_api import HistoryApi, InstanceHistory, SmokeRequest
@@ -121,6 +122,7 @@ class Apis(msgspec.Struct, frozen=True, kw_only=True):
     models: ModelListing
     catalogue: ModelsApi
     deploy: DeployApi
+    export: ExportApi
     history: HistoryApi
     activity: ActivityLog
     metrics: Metrics
@@ -363,6 +365,22 @@ def route_table(apis: Apis) -> list[Endpoint]:
             request=SmokeRequest,
             response=SmokeEntry,
             errors=(404, 409),
+        ),
+        Endpoint(
+            path=instance + "/export",
+            methods=("GET",),
+            family=mgmt,
+            handler=respond(apis.export.export),
+            operation="export_instance",
+            summary="What reproduces the instance without llamactl, as a gzipped tar: a launch script on "
+            "127.0.0.1, its adapters, vLLM's config or an Ollama Modelfile, and export_manifest.json",
+            media=("application/gzip",),
+            errors=(400, 404, 422),
+            query=(
+                QueryParam(
+                    "target", "string", "llama-server or ollama (llama_cpp), vllm, mlx-serve (mlx_lm)"
+                ),
+            ),
         ),
         Endpoint(
             path=instance + "/history",

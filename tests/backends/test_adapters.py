@@ -111,3 +111,52 @@ def test_a_request_for_an_adapter_reaches_the_backend_as_it_expects(
 ) -> None:
     chosen = get_backend(backend)
     assert chosen.adapter_request(chosen.options_from_json(options), adapter) == request_
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "paths", "moved_options"),
+    [
+        (
+            "llama-cpp",
+            {"model": "/m.gguf", "lora": ["/l.gguf,/k.gguf"], "lora_scaled": ["/s.gguf:0,/h.gguf:0.5"]},
+            ["/l.gguf", "/k.gguf", "/s.gguf", "/h.gguf"],
+            {"lora": ["/new/l.gguf,/k.gguf"], "lora_scaled": ["/new/s.gguf:0,/h.gguf:0.5"]},
+        ),
+        (
+            "vllm",
+            {
+                "model": "org/m",
+                "lora_modules": [
+                    "sql=/loras/sql",
+                    '{"name": "chat", "path": "/loras/chat", "base_model_name": "org/m"}',
+                    '[{"name": "a", "path": "/a"}, {"name": "b", "path": "/b"}]',
+                ],
+            },
+            ["/loras/sql", "/loras/chat", "/a", "/b"],
+            {
+                "lora_modules": [
+                    "sql=/new/sql",
+                    '{"name": "chat", "path": "/new/chat", "base_model_name": "org/m"}',
+                    '[{"name": "a", "path": "/new/a"}, {"name": "b", "path": "/b"}]',
+                ]
+            },
+        ),
+        (
+            "mlx",
+            {"model": "/m", "adapter_path": "/adapters/sql"},
+            ["/adapters/sql"],
+            {"adapter_path": "/new/sql"},
+        ),
+        ("mlx", {"model": "/m"}, [], {}),
+    ],
+)
+def test_adapter_paths_are_listed_and_moved_in_whichever_form_the_options_name_them(
+    backend: str, options: dict[str, object], paths: list[str], moved_options: dict[str, object]
+) -> None:
+    chosen = get_backend(backend)
+    typed = chosen.options_from_json(options)
+    assert chosen.adapter_paths(typed) == paths
+    moved = {"/l.gguf": "/new/l.gguf", "/s.gguf": "/new/s.gguf", "/loras/sql": "/new/sql"}
+    moved |= {"/loras/chat": "/new/chat", "/a": "/new/a", "/adapters/sql": "/new/sql"}
+    assert chosen.with_adapter_paths(typed, moved) == chosen.options_from_json({**options, **moved_options})
+    assert chosen.adapter_names(chosen.with_adapter_paths(typed, moved)) == chosen.adapter_names(typed)

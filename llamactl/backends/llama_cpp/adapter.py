@@ -1,6 +1,7 @@
 """llama.cpp's ``llama-server``."""
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ class LlamaCppBackend(Backend):
     context_probe = "/props"
     metrics_path = "/metrics"
     reports_stream_usage = True
+    export_targets = ("llama-server", "ollama")
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         # llama-server lists its first --alias (else the model path) in /v1/models.
@@ -90,6 +92,33 @@ class LlamaCppBackend(Backend):
         index = [_adapter_name(path) for path, _ in adapters].index(adapter)
         scale = adapters[index][1] or 1.0  # loaded at 0 (--lora-scaled FILE:0): applied when asked for
         return AdapterRequest(members={"lora": [{"id": index, "scale": scale}]})
+
+    def adapter_paths(self, options: BackendOptions) -> list[str]:
+        return [path for path, _ in _adapters(options)]
+
+    def with_adapter_paths(self, options: BackendOptions, moved: Mapping[str, str]) -> BackendOptions:
+        assert isinstance(options, LlamaCppOptions)
+
+        def scaled(item: str) -> str:
+            path, colon, scale = item.rpartition(":")
+            return f"{moved.get(path, path)}:{scale}" if colon and path else moved.get(item, item)
+
+        lora = [",".join(moved.get(path, path) for path in entry.split(",")) for entry in options.lora or []]
+        lora_scaled = [",".join(map(scaled, entry.split(","))) for entry in options.lora_scaled or []]
+        return msgspec.structs.replace(
+            options, lora=lora or options.lora, lora_scaled=lora_scaled or options.lora_scaled
+        )
+
+    def ollama_parameters(self, options: BackendOptions) -> list[tuple[str, str]]:
+        # The reverse of options_for_model's mapping; a gpu_layers of "auto" or "all" has no number.
+        values = msgspec.structs.asdict(options)
+        parameters = [
+            (param, json.dumps(values[option]))
+            for param, option in OLLAMA_PARAMS.items()
+            if isinstance(values[option], int | float) and not isinstance(values[option], bool)
+        ]
+        assert isinstance(options, LlamaCppOptions)
+        return parameters + [("stop", json.dumps(stop)) for stop in options.reverse_prompt or []]
 
     def memory_inputs(self, options: BackendOptions) -> MemoryInputs | None:
         assert isinstance(options, LlamaCppOptions)

@@ -1,6 +1,9 @@
 """Apple MLX's ``mlx_lm.server``."""
 
+from collections.abc import Mapping
 from pathlib import Path
+
+import msgspec
 
 from llamactl.backends.adapter import AdapterRequest, Backend, ReadinessProbe
 from llamactl.backends.backend_type import BackendType
@@ -35,6 +38,7 @@ class MlxLmBackend(Backend):
         method="POST",
         json_body={"model": DEFAULT_MODEL, "prompt": "ping", "max_tokens": 1},
     )
+    export_targets = ("mlx-serve",)
 
     def served_model_name(self, options: BackendOptions) -> str | None:
         return DEFAULT_MODEL
@@ -42,6 +46,18 @@ class MlxLmBackend(Backend):
     def adapter_names(self, options: BackendOptions) -> list[str]:
         assert isinstance(options, MlxLmOptions)
         return [Path(options.adapter_path).name] if options.adapter_path else []
+
+    def adapter_paths(self, options: BackendOptions) -> list[str]:
+        assert isinstance(options, MlxLmOptions)
+        return [options.adapter_path] if options.adapter_path else []
+
+    def with_adapter_paths(self, options: BackendOptions, moved: Mapping[str, str]) -> BackendOptions:
+        assert isinstance(options, MlxLmOptions)
+        if options.adapter_path is None:
+            return options
+        return msgspec.structs.replace(
+            options, adapter_path=moved.get(options.adapter_path, options.adapter_path)
+        )
 
     def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
         # Its one adapter is always applied: the request names the model, never the adapter, since any

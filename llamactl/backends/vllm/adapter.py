@@ -1,8 +1,11 @@
 """vLLM's ``vllm serve``."""
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from llamactl.backends.adapter import Backend
 from llamactl.backends.backend_type import BackendType
@@ -23,6 +26,7 @@ class VllmBackend(Backend):
     context_probe = "/v1/models"
     metrics_path = "/metrics"
     reports_stream_usage = True
+    export_targets = ("vllm",)
     launchers = (
         Launcher(words=("vllm", "serve")),
         Launcher(words=("serve",)),
@@ -65,20 +69,45 @@ class VllmBackend(Backend):
         return length if type(length) is int and length > 0 else None
 
     def adapter_names(self, options: BackendOptions) -> list[str]:
-        # Each --lora-modules entry is 'name=path', a JSON object or a JSON list of them;
         # vLLM serves each adapter under its name as a model of its own.
+        return [module["name"] for entry in _lora_modules(options) for module in entry]
+
+    def adapter_paths(self, options: BackendOptions) -> list[str]:
+        return [module["path"] for entry in _lora_modules(options) for module in entry if "path" in module]
+
+    def with_adapter_paths(self, options: BackendOptions, moved: Mapping[str, str]) -> BackendOptions:
+        # Each entry keeps its form: 'name=path' stays so, JSON stays JSON.
         assert isinstance(options, VllmOptions)
-        names = []
-        for entry in options.lora_modules or []:
-            text = entry.strip()
-            if not text.startswith(("{", "[")):
-                names.append(text.partition("=")[0])
+        entries = []
+        for entry, modules in zip(options.lora_modules or [], _lora_modules(options), strict=True):
+            if not entry.strip().startswith(("{", "[")):
+                name, _, path = entry.partition("=")
+                entries.append(f"{name}={moved.get(path, path)}")
                 continue
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                continue  # vLLM refuses it at start-up and says why
-            for module in parsed if isinstance(parsed, list) else [parsed]:
-                if isinstance(module, dict) and isinstance(module.get("name"), str):
-                    names.append(module["name"])
-        return names
+            for module in modules:
+                module["path"] = moved.get(module.get("path", ""), module.get("path", ""))
+            entries.append(json.dumps(modules[0] if len(modules) == 1 else modules))
+        return msgspec.structs.replace(options, lora_modules=entries or options.lora_modules)
+
+
+def _lora_modules(options: BackendOptions) -> list[list[dict[str, Any]]]:
+    """Each --lora-modules entry's adapters: 'name=path', a JSON object or a JSON list of them.
+
+    An entry vLLM would refuse at start-up (and say why) has none.
+    """
+    assert isinstance(options, VllmOptions)
+    modules: list[list[dict[str, Any]]] = []
+    for entry in options.lora_modules or []:
+        text = entry.strip()
+        if not text.startswith(("{", "[")):
+            name, _, path = text.partition("=")
+            modules.append([{"name": name, "path": path}])
+            continue
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            modules.append([])
+            continue
+        listed = parsed if isinstance(parsed, list) else [parsed]
+        modules.append([m for m in listed if isinstance(m, dict) and isinstance(m.get("name"), str)])
+    return modules
