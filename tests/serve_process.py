@@ -36,6 +36,18 @@ def free_port() -> int:
         return port
 
 
+def free_port_in(ports: range) -> int:
+    """The first port of ``ports`` free on loopback: a test's own range, clear of the others'."""
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {ports}")
+
+
 def standin_backends(port_range: tuple[int, int] = (18400, 18499), instances: str = "") -> str:
     """The config YAML that makes the stand-in the llama-cpp backend, its instances on ``port_range``.
 

@@ -22,6 +22,7 @@ from llamactl.deploy.checkpoint import TRAINER_CHECKPOINT, inspect_checkpoint
 from llamactl.deploy.checkpoint_kinds import Checkpoint
 from llamactl.deploy.plan import Staging, plan_deploy
 from llamactl.deploy.request import DeployAnswer, DeployRequest
+from llamactl.instance.errors import InstanceConflict
 from llamactl.instance.manager import InstanceManager
 from llamactl.instance.options import check_instance_name, instance_options_from_json
 from llamactl.models.entry import ModelFormat, ModelSource
@@ -50,12 +51,17 @@ class DeployApi:
     async def deploy(self, request: Request) -> Response:
         body = await read_json(request, DeployRequest)
         checkpoint = await asyncio.to_thread(inspect_checkpoint, body.checkpoint_path)
+        # The name is checked before any conversion, which can take minutes.
+        name = check_instance_name(body.name or default_name(checkpoint))
+        if any(info.name == name for info in self.manager.list_instances()):
+            raise InstanceConflict(
+                f"an instance named {name!r} exists: give the deploy another name", field="name"
+            )
         await self.models.rescan()  # an adapter's base model may be in the catalogue
         async with self._staging_lock:  # conversions take seconds to minutes: off the event loop
             plan = await asyncio.to_thread(
                 plan_deploy, checkpoint, body, self._runnable, self._find_base, self.staging
             )
-        name = check_instance_name(body.name or default_name(checkpoint))
         self.manager.create(name, instance_options_from_json(plan.options))
         try:
             info = await self.manager.start(name)

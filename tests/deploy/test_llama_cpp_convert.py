@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from llamactl.deploy.llama_cpp_convert import (
 from llamactl.deploy.plan import DeployRefused
 from llamactl.models.gguf_header import read_gguf_header
 from tests.e2e.tiny_models import N_LAYERS, with_llama2_tokenizer, write_tiny_peft_lora, write_tiny_vllm_model
+from tests.serve_process import free_port_in
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llamactl"
 """Where scripts/install-test-backends.sh puts the converters (its $CACHE)."""
@@ -211,21 +211,10 @@ def test_a_failed_fetch_leaves_nothing_and_says_how_to_provide_the_scripts(
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {PORTS}")
-
-
 @contextmanager
 def llama_server(log: Path, *arguments: str) -> Iterator[httpx.Client]:
     """A llama-server on a free port, ready; killed on exit."""
-    port = free_port()
+    port = free_port_in(PORTS)
     command = [str(LLAMA_SERVER), *arguments, "--port", str(port), "--host", "127.0.0.1", "-ngl", "0"]
     with open(log, "wb") as output:
         server = subprocess.Popen([*command, "--threads", "2"], stdout=output, stderr=subprocess.STDOUT)

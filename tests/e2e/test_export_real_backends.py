@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from tests.deploy.test_llama_cpp_convert import CACHE
 from tests.e2e.test_deploy_real_backends import deploy, greedy, stop
 from tests.e2e.test_serve_real_backends import BIN, Server, real_server
 from tests.e2e.tiny_models import with_llama2_tokenizer, write_tiny_peft_lora, write_tiny_vllm_model
-from tests.serve_process import MANAGEMENT_KEY
+from tests.serve_process import MANAGEMENT_KEY, free_port_in
 
 BACKENDS = f"""
 backends:
@@ -71,17 +70,6 @@ def _export(server: Server, name: str, target: str, directory: Path) -> Path:
     script = directory / f"{target}_launch.sh"
     assert f"run it: {script}" in done.stdout
     return script
-
-
-def _free_exported_port() -> int:
-    for port in EXPORTED_PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {EXPORTED_PORTS}")
 
 
 @contextmanager
@@ -146,7 +134,7 @@ def test_an_exported_llama_server_serves_the_adapter_by_itself_as_the_instance_d
     assert manifest["backend_version"] and "version" in manifest["backend_version"]
     stop(server, "tuned")
 
-    port = _free_exported_port()
+    port = free_port_in(EXPORTED_PORTS)
     with _run_alone(script, tmp_path / "home", port) as log:
         client = _smoke(port, log, READY_DEADLINE)
         assert _chat(client, {"model": "tuned"})  # the smoke check's chat

@@ -80,6 +80,11 @@ def test_a_name_that_is_taken_is_a_409_and_the_running_instance_is_untouched(
     again = deploy(serve, {"checkpoint_path": str(model)})
     assert again.status_code == 409 and "taken" in again.json()["details"]
     assert serve.client.get("/api/v1/instances/taken").json()["status"] == "running"
+    # Refused before a conversion starts (here one llama.cpp's converter would refuse after seconds).
+    converting = deploy(
+        serve, {"checkpoint_path": str(write_tiny_vllm_model(tmp_path / "hf")), "name": "taken"}
+    )
+    assert converting.status_code == 409 and "give the deploy another name" in converting.json()["details"]
 
 
 def _peft_adapter(directory: Path, base: str, rank: int = 8) -> Path:
