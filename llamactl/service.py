@@ -29,7 +29,6 @@ from llamactl.instance.declared import DeclarationError, declared_instances
 from llamactl.instance.errors import InstanceError
 from llamactl.instance.launch import BackendSettings, DockerSettings
 from llamactl.instance.manager import InstanceManager, ManagerSettings, MemoryPressure, ReconcileReport
-from llamactl.instance.provenance import ExecutableVersions
 from llamactl.instance.scheduling import CapacityLimits
 from llamactl.instance.smoke import SmokeRunner
 from llamactl.models.catalogue import Catalogue, DiscoverySettings
@@ -123,7 +122,6 @@ class Service:
         self.store = Store(config.database.path)
         self.manager = InstanceManager(manager_settings(config), self.store)
         self.smoke = SmokeRunner(self.manager, self.store)
-        self.export_versions = ExecutableVersions()
         """The exports' ``--version`` runs, killed at close."""
         self.keys = ApiKeyStore(self.store)
         self.activity = ActivityLog(self.store, config.activity.retention)
@@ -190,7 +188,7 @@ class Service:
             deploy=DeployApi(
                 self.manager, self.catalogue, backend_commands, CachedStaging(config.data_dir / "staged")
             ),
-            export=ExportApi(self.manager, self.export_versions),
+            export=ExportApi(self.manager, self.manager.versions),
             history=HistoryApi(self.manager, self.store, self.smoke),
             activity=self.activity,
             metrics=self.metrics,
@@ -256,7 +254,6 @@ class Service:
         await self.downloads.close()
         await self.upstream.close()
         await self.smoke.close()
-        await self.export_versions.close()
         await self.manager.close(timeout=SHUTDOWN_TIMEOUT)
         await self.activity.close()
         self.store.close()

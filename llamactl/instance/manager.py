@@ -263,7 +263,8 @@ class InstanceManager:
         self._pressure_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         """Model files being read (``_read_model_soon``), starts being recorded (``_record_start_soon``)."""
-        self._versions = ExecutableVersions()
+        self.versions = ExecutableVersions()
+        """Each backend executable's ``--version``, asked once: for start records and exports alike."""
         self._schedule_pending = False
         self._wake: asyncio.TimerHandle | None = None
         self._closing = False
@@ -305,7 +306,7 @@ class InstanceManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self._versions.close()
+        await self.versions.close()
         if self._wake is not None:
             self._wake.cancel()
         for instance in self._instances.values():
@@ -936,7 +937,7 @@ class InstanceManager:
             try:
                 settings = self.settings.backends[options.backend_type]
                 command = launch_command(instance.name, options, settings, self.settings.host, 0)
-                entry = await self._versions.start_entry(command, settings, reason, when)
+                entry = await self.versions.start_entry(command, settings, reason, when)
                 self._store.add_history(instance.id, entry)
             except Exception:  # the start goes on without its entry
                 logger.exception("%s: cannot record the start in its history", instance.name)
