@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llamactl.deploy.checkpoint_kinds import PeftLoraDir
 from llamactl.deploy.content_key import content_key
 from llamactl.deploy.plan import DeployRefused
+from llamactl.models.gguf_facts import FILE_TYPE_NAMES
 from llamactl.models.gguf_header import GGUF_MAGIC
 
 LLAMA_CPP_BUILD = 11434
@@ -47,6 +49,13 @@ LORA_TIMEOUT = 600.0
 MODEL_TIMEOUT = 4 * 3600.0
 """Seconds for a model conversion, which reads and writes every weight: hours for a 70B model on a slow
 disk."""
+QUANTIZE_TIMEOUT = 4 * 3600.0
+"""Seconds for llama-quantize, which also reads and writes every weight."""
+QUANTIZE_EXECUTABLE = "llama-quantize"
+CONVERTER_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
+"""The GGUF types convert_hf_to_gguf.py writes itself (``--outtype``; Q8_0 by gguf-py's quantizer)."""
+QUANTIZE_TYPES = tuple(name for name in FILE_TYPE_NAMES.values() if name not in CONVERTER_TYPES)
+"""The others, which llama-quantize makes from the F16 GGUF."""
 LORA_OUTTYPE = "f32"
 """Adapters are small next to their model, and f32 keeps them exact (greedy tokens equal PEFT's)."""
 
@@ -134,20 +143,47 @@ def staged_gguf_lora(adapter: PeftLoraDir, base_model_dir: Path, cache_dir: Path
     return convert_lora(adapter_dir, base_model_dir, staged, scripts=scripts)
 
 
-def staged_gguf_model(model_dir: Path, cache_dir: Path) -> Path:
-    """The HF model in ``model_dir`` as an F16 GGUF, converted once.
+def staged_gguf_model(model_dir: Path, cache_dir: Path, quantization: str = "F16") -> Path:
+    """The HF model in ``model_dir`` as a GGUF of type ``quantization`` (``Q4_K_M``), converted once.
 
-    The result is ``cache_dir/gguf-models/<hash>-f16.gguf``, the hash of what it is made from.
+    The result is ``cache_dir/gguf-models/<hash>-<type>.gguf``, the hash of what it is made from.
+    Types the converter does not write are made from the F16 GGUF by llama-quantize, found on PATH.
     """
+    if quantization not in CONVERTER_TYPES and quantization not in QUANTIZE_TYPES:
+        raise DeployRefused(
+            f"config.quantization {quantization!r} is not a GGUF type: use one of "
+            f"{', '.join([*CONVERTER_TYPES, *QUANTIZE_TYPES])}"
+        )
+    quantize = None
+    if quantization in QUANTIZE_TYPES:
+        quantize = shutil.which(QUANTIZE_EXECUTABLE)
+        if quantize is None:
+            raise DeployRefused(
+                f"config.quantization {quantization} needs llama.cpp's {QUANTIZE_EXECUTABLE}, which is not "
+                f"on PATH: build it (cmake --build build --target {QUANTIZE_EXECUTABLE}) and put it on "
+                f"PATH, or use {', '.join(CONVERTER_TYPES)}, which the converter writes itself"
+            )
     scripts = llama_cpp_scripts(cache_dir)
-    outtype = "f16"
+    outtype = CONVERTER_TYPES.get(quantization, "f16")
     key = content_key(
         [("outtype", outtype), *_dir_files("model", model_dir), *_converter_sources(scripts, MODEL_SCRIPT)]
     )
-    staged = cache_dir / "gguf-models" / f"{key}-{outtype}.gguf"
-    if staged.is_file():
-        return staged
-    return convert_model(model_dir, staged, outtype, scripts=scripts)
+    converted = cache_dir / "gguf-models" / f"{key}-{outtype.upper()}.gguf"
+    if not converted.is_file():
+        convert_model(model_dir, converted, outtype, scripts=scripts)
+    if quantize is None:
+        return converted
+    quantized = converted.with_name(f"{key}-{quantization}.gguf")
+    if quantized.is_file():
+        return quantized
+    # No file to read back: llama-quantize writes the path it is given, type as its third argument.
+    return _run_to_file(
+        QUANTIZE_EXECUTABLE,
+        lambda partial: [quantize, str(converted), str(partial), quantization],
+        quantized,
+        os.environ.copy(),
+        QUANTIZE_TIMEOUT,
+    )
 
 
 def _fetch_scripts(scripts: Path) -> None:
@@ -217,33 +253,48 @@ def _converter_part(name: str) -> bool:
 def _run_converter(
     scripts: Path, script: str, arguments: Sequence[str], out_file: Path, timeout: float
 ) -> Path:
+    return _run_to_file(
+        f"llama.cpp's {script}",
+        lambda partial: [sys.executable, str(scripts / script), "--outfile", str(partial), *arguments],
+        out_file,
+        _converter_environment(scripts),
+        timeout,
+    )
+
+
+def _run_to_file(
+    what: str,
+    command_for: Callable[[Path], list[str]],
+    out_file: Path,
+    environment: dict[str, str],
+    timeout: float,
+) -> Path:
+    """Run the command that writes a GGUF to the path it is given; that GGUF, renamed to ``out_file``."""
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # Beside the result, so it moves into place by a rename; no braces, which the converter would fill in.
     partial = out_file.with_name(f".{out_file.name}.{uuid.uuid4().hex}.partial")
-    command = [sys.executable, str(scripts / script), "--outfile", str(partial), *arguments]
     try:
         try:
             completed = subprocess.run(
-                command,
+                command_for(partial),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=_converter_environment(scripts),
+                env=environment,
                 timeout=timeout,
                 check=False,
             )
         except subprocess.TimeoutExpired as error:
             raise DeployRefused(
-                f"llama.cpp's {script} did not finish within {timeout:.0f} s; its last output:\n"
-                f"{_tail(error.output)}"
+                f"{what} did not finish within {timeout:.0f} s; its last output:\n{_tail(error.output)}"
             ) from None
         except OSError as error:
-            raise DeployRefused(f"cannot run llama.cpp's {script}: {error}") from None
+            raise DeployRefused(f"cannot run {what}: {error}") from None
         output = completed.stdout.decode("utf-8", "replace")
         if completed.returncode != 0:
-            raise _conversion_refused(script, output)
+            raise _conversion_refused(what, output)
         if not _is_gguf(partial):
-            raise DeployRefused(f"llama.cpp's {script} wrote no GGUF; its last output:\n{_tail(output)}")
+            raise DeployRefused(f"{what} wrote no GGUF; its last output:\n{_tail(output)}")
         partial.replace(out_file)
     finally:
         partial.unlink(missing_ok=True)
@@ -271,17 +322,17 @@ def _converter_environment(scripts: Path) -> dict[str, str]:
     }
 
 
-def _conversion_refused(script: str, output: str) -> DeployRefused:
+def _conversion_refused(what: str, output: str) -> DeployRefused:
     tail = _tail(output)
     # The first one is the cause: a converter re-raises some as an ImportError with its own words.
     missing = _MISSING_MODULE.search(output)
     if missing is None:
-        return DeployRefused(f"llama.cpp's {script} failed; its last output:\n{tail}")
+        return DeployRefused(f"{what} failed; its last output:\n{tail}")
     module = missing.group(1)
     top_level = module.partition(".")[0]
     distribution = _DISTRIBUTIONS.get(top_level, top_level.replace("_", "-"))
     return DeployRefused(
-        f"llama.cpp's {script} needs the Python module {module}, which {sys.executable} lacks: install it "
+        f"{what} needs the Python module {module}, which {sys.executable} lacks: install it "
         f"with `{sys.executable} -m pip install {distribution}`; the converter's last output:\n{tail}"
     )
 

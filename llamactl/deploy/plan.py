@@ -35,6 +35,8 @@ from llamactl.deploy.checkpoint_kinds import (
 from llamactl.deploy.request import DeployRequest, ServerType
 from llamactl.errors import LlamactlError
 
+DEFAULT_QUANTIZATION = "F16"
+"""What an HF model is converted to for llama-server: its weights as trained, in half the bytes of F32."""
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """``--max-lora-rank``'s choices (vLLM's ``MaxLoRARanks``)."""
 
@@ -67,8 +69,9 @@ class Staging(Protocol):
     adapter names come from file and dir names); each refuses with ``DeployRefused``.
     """
 
-    def gguf_model(self, model_dir: str) -> str:
-        """An HF model dir as an F16 GGUF (llama.cpp's convert_hf_to_gguf.py)."""
+    def gguf_model(self, model_dir: str, quantization: str) -> str:
+        """An HF model dir as a GGUF of type ``quantization`` (llama.cpp's convert_hf_to_gguf.py, then
+        llama-quantize for the types the converter does not write)."""
         ...
 
     def gguf_lora(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
@@ -91,9 +94,14 @@ def plan_deploy(
     if isinstance(checkpoint, HfModelDir):
         backend = _model_dir_backend(checkpoint, wanted, runnable)
         if backend is BackendType.LLAMA_CPP:
-            return _plan(request, backend, {"model": staging.gguf_model(checkpoint.path), "jinja": True})
+            gguf = staging.gguf_model(checkpoint.path, _quantization(request))
+            return _plan(request, backend, {"model": gguf, "jinja": True})
+        _no_quantization(request, f"{backend.value} serves {checkpoint.path} as it is")
         return _plan(request, backend, {"model": checkpoint.path})
     if isinstance(checkpoint, GgufModelFile):
+        _no_quantization(
+            request, f"{checkpoint.path} is a GGUF already ({checkpoint.quantization or 'of unknown type'})"
+        )
         _only(wanted, BackendType.LLAMA_CPP, "a GGUF file", "llama_cpp (or auto)")
         _require(runnable, BackendType.LLAMA_CPP)
         return _plan(request, BackendType.LLAMA_CPP, {"model": checkpoint.path, "jinja": True})
@@ -102,6 +110,7 @@ def plan_deploy(
     if isinstance(checkpoint, GgufLoraFile):
         _only(wanted, BackendType.LLAMA_CPP, "a GGUF LoRA", "llama_cpp (or auto)")
         _require(runnable, BackendType.LLAMA_CPP)
+        _no_quantization(request, "a GGUF LoRA is served over the GGUF base given")
         base = request.config.base_model
         if base is None:
             raise DeployRefused(
@@ -116,6 +125,7 @@ def plan_deploy(
     assert isinstance(checkpoint, MlxAdapterDir)
     _only(wanted, BackendType.MLX_LM, "an mlx_lm adapter", "mlx_lm (or auto)")
     _require(runnable, BackendType.MLX_LM)
+    _no_quantization(request, "mlx_lm serves its base as it is")
     base = _base_path(request.config.base_model or checkpoint.base_model, checkpoint.path, find_base)
     adapter = _adapter_name(checkpoint.path)
     return _plan(request, BackendType.MLX_LM, {"model": base, "adapter_path": checkpoint.path}, adapter)
@@ -170,6 +180,7 @@ def _peft_plan(
             raise DeployRefused(
                 f"config.base_model {base_given!r} does not exist: give a GGUF file or a model dir"
             )
+        _no_quantization(request, f"the GGUF base {base_given} is served as it is")
         # The adapter is converted against the HF base it names: its tensor shapes come from there.
         hf_base = _base_path(checkpoint.base_model, checkpoint.path, find_base)
         lora = staging.gguf_lora(checkpoint, hf_base, adapter)
@@ -177,7 +188,9 @@ def _peft_plan(
     base = _base_path(base_given or checkpoint.base_model, checkpoint.path, find_base)
     if wanted is BackendType.LLAMA_CPP:
         lora = staging.gguf_lora(checkpoint, base, adapter)
-        return _plan(request, wanted, _llama_cpp_lora(staging.gguf_model(base), lora), adapter)
+        base_gguf = staging.gguf_model(base, _quantization(request))
+        return _plan(request, wanted, _llama_cpp_lora(base_gguf, lora), adapter)
+    _no_quantization(request, f"{wanted.value} serves the adapter's base as it is")
     if wanted is BackendType.MLX_LM:
         staged = staging.mlx_adapter(checkpoint, base, adapter)
         return _plan(request, wanted, {"model": base, "adapter_path": staged}, adapter)
@@ -222,6 +235,18 @@ def _plan(
     if config.idle_timeout is not None:
         options["idle_timeout"] = config.idle_timeout
     return DeployPlan(backend_type=backend, options=options, adapter=adapter)
+
+
+def _quantization(request: DeployRequest) -> str:
+    return (request.config.quantization or DEFAULT_QUANTIZATION).upper()
+
+
+def _no_quantization(request: DeployRequest, why: str) -> None:
+    if request.config.quantization is not None:
+        raise DeployRefused(
+            f"config.quantization applies to an HF model converted to GGUF for llama-server, and {why}: "
+            "leave it out, or use server_type llama_cpp with an HF model dir"
+        )
 
 
 def _only(wanted: BackendType | None, backend: BackendType, what: str, instead: str) -> None:

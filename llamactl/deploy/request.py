@@ -32,6 +32,10 @@ class DeployConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     base_model: str | None = None
     """The model an adapter applies to, when its own config does not name one that is on this machine:
     a local path, for vLLM and mlx_lm a model dir, for llama-server a GGUF file."""
+    quantization: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_]{1,16}$")] | None = None
+    """The GGUF type an HF dir is converted to for llama-server: ``F16`` by default; ``F32``, ``BF16`` and
+    ``Q8_0`` by llama.cpp's converter (gguf-py's quantizer); llama-quantize's other types (``Q4_K_M``...)
+    where a ``llama-quantize`` executable is on PATH."""
     idle_timeout: Annotated[int, msgspec.Meta(ge=0)] | None = None
     """Minutes without requests before the instance stops, as for any instance."""
     backend_options: dict[str, Any] = {}

@@ -24,8 +24,8 @@ class CachedStaging:
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir
 
-    def gguf_model(self, model_dir: str) -> str:
-        return str(staged_gguf_model(Path(model_dir), self.cache_dir))
+    def gguf_model(self, model_dir: str, quantization: str) -> str:
+        return str(staged_gguf_model(Path(model_dir), self.cache_dir, quantization))
 
     def gguf_lora(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
         staged = staged_gguf_lora(adapter, Path(base_dir), self.cache_dir)

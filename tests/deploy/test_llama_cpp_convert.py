@@ -40,6 +40,7 @@ from llamactl.deploy.llama_cpp_convert import (
     staged_gguf_model,
 )
 from llamactl.deploy.plan import DeployRefused
+from llamactl.models.gguf_facts import gguf_facts
 from llamactl.models.gguf_header import read_gguf_header
 from tests.e2e.tiny_models import N_LAYERS, with_llama2_tokenizer, write_tiny_peft_lora, write_tiny_vllm_model
 from tests.serve_process import free_port_in
@@ -179,12 +180,63 @@ def test_the_staged_conversions_run_once_per_content(
     assert len(runs) == 2
 
     staged_model = staged_gguf_model(model, cache)
-    assert staged_model.parent == cache / "gguf-models" and staged_model.name.endswith("-f16.gguf")
+    assert staged_model.parent == cache / "gguf-models" and staged_model.name.endswith("-F16.gguf")
     assert staged_gguf_model(model, cache) == staged_model
     assert len(runs) == 3
     assert sorted(path.name for path in cache.rglob("*")) == sorted(
         ["gguf-loras", "gguf-models", staged.name, restaged.name, staged_model.name]
     )
+
+
+def test_q8_0_is_written_by_the_converter_itself(
+    tiny: tuple[Path, Path], scripts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SCRIPTS_VARIABLE, str(scripts))
+    staged = staged_gguf_model(tiny[0], tmp_path / "cache", "Q8_0")
+    assert staged.name.endswith("-Q8_0.gguf")
+    assert gguf_facts(read_gguf_header(staged)).quantization == "Q8_0"
+
+
+FAKE_QUANTIZE = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+cp "$1" "$2"
+"""
+"""A llama-quantize that records its arguments and writes its input unchanged."""
+
+
+def test_other_types_are_made_by_llama_quantize_on_path_from_the_f16_conversion(
+    tiny: tuple[Path, Path], scripts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SCRIPTS_VARIABLE, str(scripts))
+    cache = tmp_path / "cache"
+    with pytest.raises(DeployRefused) as refused:
+        staged_gguf_model(tiny[0], cache, "Q4_K_M")
+    assert "needs llama.cpp's llama-quantize, which is not on PATH" in refused.value.message
+    assert not cache.exists()  # refused before any conversion
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-quantize").write_text(FAKE_QUANTIZE)
+    (bin_dir / "llama-quantize").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    quantized = staged_gguf_model(tiny[0], cache, "Q4_K_M")
+    converted = staged_gguf_model(tiny[0], cache, "F16")
+    assert quantized.name == converted.name.replace("-F16", "-Q4_K_M")
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert len(calls) == 1
+    source, partial, kind = calls[0].split(" ")
+    assert (source, kind) == (str(converted), "Q4_K_M") and Path(partial).parent == cache / "gguf-models"
+    assert staged_gguf_model(tiny[0], cache, "Q4_K_M") == quantized
+    assert len((bin_dir / "calls").read_text().splitlines()) == 1  # cached
+
+
+def test_a_quantization_that_is_no_gguf_type_is_refused_naming_the_types(tmp_path: Path) -> None:
+    with pytest.raises(DeployRefused) as refused:
+        staged_gguf_model(tmp_path, tmp_path / "cache", "Q9_Z")
+    assert "config.quantization 'Q9_Z' is not a GGUF type: use one of F32, F16, BF16, Q8_0, Q4_0" in (
+        refused.value.message
+    )
+    assert not (tmp_path / "cache").exists()
 
 
 def test_the_scripts_variable_must_name_a_llama_cpp_tree(

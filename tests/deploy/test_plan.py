@@ -62,9 +62,9 @@ class RecordingStaging:
     def __init__(self) -> None:
         self.made: list[str] = []
 
-    def gguf_model(self, model_dir: str) -> str:
-        self.made.append(f"gguf_model {model_dir}")
-        return f"/cache/gguf-models/{model_dir.rpartition('/')[2]}-f16.gguf"
+    def gguf_model(self, model_dir: str, quantization: str) -> str:
+        self.made.append(f"gguf_model {model_dir} {quantization}")
+        return f"/cache/gguf-models/{model_dir.rpartition('/')[2]}-{quantization}.gguf"
 
     def gguf_lora(self, adapter: PeftLoraDir, base_dir: str, name: str) -> str:
         self.made.append(f"gguf_lora {adapter.path} over {base_dir}")
@@ -144,10 +144,43 @@ def test_an_hf_model_dir_for_llama_server_is_converted_to_gguf_once(
     deployed = plan(hf_dir(), asking(server_type), runnable, staging=staging)
     assert deployed.backend_type is LLAMA_CPP
     assert deployed.options["backend_options"] == {
-        "model": f"/cache/gguf-models/{HF_DIR.rpartition('/')[2]}-f16.gguf",
+        "model": f"/cache/gguf-models/{HF_DIR.rpartition('/')[2]}-F16.gguf",
         "jinja": True,
     }
-    assert staging.made == [f"gguf_model {HF_DIR}"]
+    assert staging.made == [f"gguf_model {HF_DIR} F16"]
+
+
+@pytest.mark.parametrize("checkpoint", [hf_dir(), peft_lora()], ids=["hf_dir", "peft_lora"])
+def test_config_quantization_is_the_type_the_hf_model_is_converted_to_for_llama_server(
+    checkpoint: Checkpoint,
+) -> None:
+    staging = RecordingStaging()
+    deployed = plan(checkpoint, asking("llama_cpp", quantization="q8_0"), staging=staging)
+    assert deployed.options["backend_options"]["model"].endswith("-Q8_0.gguf")
+    assert [made.rpartition(" ")[2] for made in staging.made if made.startswith("gguf_model")] == ["Q8_0"]
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "request_", "why"),
+    [
+        pytest.param(hf_dir(), asking("vllm", quantization="Q8_0"), "vllm serves", id="hf-on-vllm"),
+        pytest.param(peft_lora(), asking("mlx_lm", quantization="Q8_0"), "mlx_lm serves", id="lora-on-mlx"),
+        pytest.param(gguf_model(), asking(quantization="Q4_K_M"), "is a GGUF already", id="gguf"),
+        pytest.param(
+            peft_lora(),
+            asking("llama_cpp", quantization="F32", base_model=GGUF_BASE),
+            "as it is",
+            id="gguf-base",
+        ),
+    ],
+)
+def test_config_quantization_is_refused_where_nothing_is_converted_to_gguf(
+    checkpoint: Checkpoint, request_: DeployRequest, why: str
+) -> None:
+    message = refusal(checkpoint, request_)
+    assert (
+        message.startswith("config.quantization applies to an HF model converted to GGUF") and why in message
+    )
 
 
 def test_an_hf_model_dir_for_vllm_is_served_as_it_is_with_no_conversion() -> None:
@@ -260,11 +293,11 @@ def test_a_peft_lora_for_llama_server_is_converted_with_its_base_and_loaded_at_s
     deployed = plan(peft_lora(), asking(server_type), runnable, staging=staging)
     assert deployed.backend_type is LLAMA_CPP and deployed.adapter == "lora-sft"
     assert deployed.options["backend_options"] == {
-        "model": f"/cache/gguf-models/{BASE_DIR.rpartition('/')[2]}-f16.gguf",
+        "model": f"/cache/gguf-models/{BASE_DIR.rpartition('/')[2]}-F16.gguf",
         "lora_scaled": ["/cache/gguf-loras/h/lora-sft.gguf:0"],
         "jinja": True,
     }
-    assert staging.made == [f"gguf_lora {PEFT_DIR} over {BASE_DIR}", f"gguf_model {BASE_DIR}"]
+    assert staging.made == [f"gguf_lora {PEFT_DIR} over {BASE_DIR}", f"gguf_model {BASE_DIR} F16"]
 
 
 def test_a_peft_lora_for_llama_server_over_a_gguf_base_given_converts_only_the_adapter() -> None:
