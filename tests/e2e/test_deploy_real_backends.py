@@ -1,11 +1,12 @@
 """End to end: ``POST /api/v1/deploy`` of what a trainer leaves behind, served by the real backends.
 
 A tiny random-weight HF Llama (as transformers saves one) goes to vLLM with
-``auto``; a trainer's output dir deploys its latest checkpoint; a PEFT LoRA
-goes to vLLM over its base and answers as ``instance/adapter``, with tokens
-that differ from the base model's. The same LoRA, converted, answers on
-mlx_lm with vLLM's tokens (both run the float32 weights), and on llama-server
-(F16, so only its own base is compared); a GGUF goes to llama-server.
+``auto``; a trainer's output dir deploys its latest checkpoint. A LoRA made
+by peft goes to vLLM over its base as it is, to mlx_lm and to llama-server
+converted, and answers as ``instance/adapter`` on each with transformers +
+peft's greedy tokens, which differ from the base model's (every backend runs
+the float32 weights: llama-server's base is converted with
+``quantization: F32``). A GGUF goes to llama-server.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from llamactl.deploy.llama_cpp_convert import LLAMA_CPP_BUILD, SCRIPTS_VARIABLE
 from tests.deploy.test_llama_cpp_convert import CACHE
+from tests.e2e.peft_reference import greedy_reply, write_peft_lora
 from tests.e2e.test_serve_real_backends import BIN, Server, real_server, remember_group
 from tests.e2e.tiny_models import (
     with_llama2_tokenizer,
@@ -61,9 +63,12 @@ def deploy(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     return deployed
 
 
+PROMPT, MAX_TOKENS = "the", 8
+
+
 def greedy(server: Server, model: str) -> str:
     reply = server.openai().chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "the"}], max_tokens=8, temperature=0
+        model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=MAX_TOKENS, temperature=0
     )
     return reply.choices[0].message.content or ""
 
@@ -72,43 +77,52 @@ def stop(server: Server, name: str) -> None:
     assert server.api.post(f"/api/v1/instances/{name}/stop").status_code == 200
 
 
-def test_a_trainer_output_dir_goes_to_vllm_with_auto_and_its_adapter_answers_as_instance_slash_adapter(
+def test_a_trainer_output_dir_goes_to_vllm_with_auto_and_its_adapter_answers_as_peft_does_on_each_backend(
     server: Server, tmp_path: Path
 ) -> None:
     run = tmp_path / "sft-run"
     write_tiny_vllm_model(run / "checkpoint-50")
     # A tokenizer llama.cpp's convert_hf_to_gguf.py knows, for the llama-server deploy below.
-    with_llama2_tokenizer(write_tiny_vllm_model(run / "checkpoint-100"))
+    base = with_llama2_tokenizer(write_tiny_vllm_model(run / "checkpoint-100"))
     (run / "checkpoint-150").mkdir()  # a save cut short: passed over
     deployed = deploy(server, {"checkpoint_path": str(run), "config": VLLM_CONFIG})
     assert deployed["backend_type"] == "vllm" and deployed["server_id"] == "sft-run"
     checkpoint = deployed["checkpoint"]
     assert checkpoint["path"] == str(run / "checkpoint-100") and checkpoint["trainer"]["step"] == 100
-    base_tokens = greedy(server, deployed["model_id"])
-    assert base_tokens
+    base_tokens = greedy_reply(base, None, PROMPT, MAX_TOKENS)
+    assert greedy(server, deployed["model_id"]) == base_tokens
     stop(server, "sft-run")
 
-    adapter = write_tiny_peft_lora(tmp_path / "my-lora", base_model=str(run / "checkpoint-100"))
+    adapter = write_peft_lora(base, tmp_path / "my-lora")
+    adapted = greedy_reply(base, adapter, PROMPT, MAX_TOKENS)
+    assert adapted != base_tokens  # the reference itself shows the adapter
     deployed = deploy(server, {"checkpoint_path": str(adapter), "name": "tuned", "config": VLLM_CONFIG})
     assert deployed["model_id"] == "tuned/my-lora" and deployed["model_name"] == "my-lora"
     listed = server.api.get(f"/api/v1/instances/{deployed['server_id']}").json()["options"]
     assert listed["backend_options"]["max_lora_rank"] == 8
-    adapted = greedy(server, deployed["model_id"])
-    assert adapted and adapted != base_tokens  # the adapter is applied
+    assert greedy(server, deployed["model_id"]) == adapted
     assert greedy(server, "tuned") == base_tokens  # the instance's own name is the base model
     stop(server, "tuned")
 
     on_mlx = deploy(server, {"checkpoint_path": str(adapter), "server_type": "mlx_lm", "name": "tuned-mlx"})
     assert on_mlx["backend_type"] == "mlx_lm" and on_mlx["model_id"] == "tuned-mlx/my-lora"
-    assert greedy(server, on_mlx["model_id"]) == adapted  # converted to mlx_lm's format, same tokens
+    assert greedy(server, on_mlx["model_id"]) == adapted  # converted to mlx_lm's format
     stop(server, "tuned-mlx")
 
     on_llama = deploy(
-        server, {"checkpoint_path": str(adapter), "server_type": "llama_cpp", "name": "tuned-gguf"}
+        server,
+        {
+            "checkpoint_path": str(adapter),
+            "server_type": "llama_cpp",
+            "name": "tuned-gguf",
+            "config": {"quantization": "F32"},
+        },
     )
     assert on_llama["backend_type"] == "llama_cpp" and on_llama["model_id"] == "tuned-gguf/my-lora"
-    gguf_adapted, gguf_base = greedy(server, on_llama["model_id"]), greedy(server, "tuned-gguf")
-    assert gguf_adapted and gguf_adapted != gguf_base  # applied when asked for, and only then
+    # The base first: llama-server b10434 reuses a slot's cached prompt across LoRA scales, so the
+    # same prompt asked of the base after the adapter answers from the adapter's KV (an open bug).
+    assert greedy(server, "tuned-gguf") == base_tokens  # loaded at scale 0: applied only when asked for
+    assert greedy(server, on_llama["model_id"]) == adapted  # converted to a GGUF LoRA
     stop(server, "tuned-gguf")
 
 
