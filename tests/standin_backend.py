@@ -123,8 +123,9 @@ class StandIn:
         await writer.drain()
 
     def completion(self, request: dict[str, object]) -> dict[str, object]:
-        # llama-server's per-request adapter scales, echoed so tests see what the proxy sent.
-        adapters = {"lora": request["lora"]} if "lora" in request else {}
+        # llama-server's per-request adapter scales and prompt cache, echoed so tests see what the proxy sent.
+        echoed: tuple[str, ...] = ("lora", "cache_prompt")
+        adapters = {member: request[member] for member in echoed if member in request}
         return {
             "object": "chat.completion",
             "model": request.get("model"),

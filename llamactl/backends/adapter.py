@@ -132,8 +132,9 @@ class Backend(ABC):
         """Other ``model`` values the backend answers to, such as LoRA adapters it serves by name."""
         return []
 
-    def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
-        """How a request for ``adapter`` (one of ``adapter_names``) is sent: by default under its own name."""
+    def adapter_request(self, options: BackendOptions, adapter: str | None) -> AdapterRequest:
+        """How a request for ``adapter`` (one of ``adapter_names``), or for the base model (None), is sent:
+        by default under its own name, and the base as it came."""
         return AdapterRequest(model=adapter)
 
     def adapter_paths(self, options: BackendOptions) -> list[str]:

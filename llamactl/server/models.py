@@ -118,8 +118,12 @@ def backend_model(info: InstanceInfo, sub_model: str) -> str | None:
 
 
 def adapter_members(info: InstanceInfo, sub_model: str) -> dict[str, Any]:
-    """Members a request for the adapter ``sub_model`` sets in its body (llama-server's ``lora``)."""
-    adapter = _adapter_request(info, sub_model) if sub_model else None
+    """Members a request for the adapter ``sub_model``, or for the base model (``""``), sets in its body
+    (llama-server's ``lora`` and ``cache_prompt``)."""
+    if not sub_model:
+        backend = get_backend(info.options.backend_type)
+        return backend.adapter_request(info.options.backend_options, None).members
+    adapter = _adapter_request(info, sub_model)
     return adapter.members if adapter is not None else {}
 
 

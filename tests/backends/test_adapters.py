@@ -95,19 +95,28 @@ def test_adapter_names_are_the_models_a_backend_serves_besides_its_own(
             "llama-cpp",
             {"model": "/m.gguf", "lora": ["/l.gguf"], "lora_scaled": ["/s.gguf:0", "/h.gguf:0.5"]},
             "s",
-            AdapterRequest(members={"lora": [{"id": 1, "scale": 1.0}]}),  # loaded at 0, applied at 1
+            # Loaded at 0, applied at 1; never from a prompt cached under other scales.
+            AdapterRequest(members={"lora": [{"id": 1, "scale": 1.0}], "cache_prompt": False}),
         ),
         (
             "llama-cpp",
             {"model": "/m.gguf", "lora": ["/l.gguf"], "lora_scaled": ["/s.gguf:0", "/h.gguf:0.5"]},
             "h",
-            AdapterRequest(members={"lora": [{"id": 2, "scale": 0.5}]}),
+            AdapterRequest(members={"lora": [{"id": 2, "scale": 0.5}], "cache_prompt": False}),
         ),
+        (
+            "llama-cpp",
+            {"model": "/m.gguf", "lora_scaled": ["/s.gguf:0"]},
+            None,  # the base model: its own scales, and no prompt an adapter computed
+            AdapterRequest(members={"cache_prompt": False}),
+        ),
+        ("llama-cpp", {"model": "/m.gguf"}, None, AdapterRequest()),  # no adapter: the request as it came
+        ("vllm", {"model": "org/m", "lora_modules": ["sql=/loras/sql"]}, None, AdapterRequest()),
         ("mlx", {"model": "/m", "adapter_path": "/adapters/sql"}, "sql", AdapterRequest()),
     ],
 )
 def test_a_request_for_an_adapter_reaches_the_backend_as_it_expects(
-    backend: str, options: dict[str, object], adapter: str, request_: AdapterRequest
+    backend: str, options: dict[str, object], adapter: str | None, request_: AdapterRequest
 ) -> None:
     chosen = get_backend(backend)
     assert chosen.adapter_request(chosen.options_from_json(options), adapter) == request_

@@ -119,10 +119,10 @@ def test_a_trainer_output_dir_goes_to_vllm_with_auto_and_its_adapter_answers_as_
         },
     )
     assert on_llama["backend_type"] == "llama_cpp" and on_llama["model_id"] == "tuned-gguf/my-lora"
-    # The base first: llama-server b10434 reuses a slot's cached prompt across LoRA scales, so the
-    # same prompt asked of the base after the adapter answers from the adapter's KV (an open bug).
     assert greedy(server, "tuned-gguf") == base_tokens  # loaded at scale 0: applied only when asked for
     assert greedy(server, on_llama["model_id"]) == adapted  # converted to a GGUF LoRA
+    # The same prompt again, which b10434 would answer from the prompt the adapter's request cached.
+    assert greedy(server, "tuned-gguf") == base_tokens
     stop(server, "tuned-gguf")
 
 

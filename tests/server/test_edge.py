@@ -305,12 +305,12 @@ def test_a_llama_cpp_instance_applies_the_adapter_a_request_names_and_only_then(
     ]:
         answer = serve.client.post("/v1/chat/completions", json={"model": model, "messages": []})
         assert answer.status_code == 200, answer.text
-        assert (answer.json()["model"], answer.json()["lora"]) == (
-            "tiny",
-            lora,
-        )  # the one model llama-server has
+        answered = answer.json()
+        # The one model llama-server has; no prompt cached under other scales (b10434 would reuse it).
+        assert (answered["model"], answered["lora"], answered["cache_prompt"]) == ("tiny", lora, False)
     plain = serve.client.post("/v1/chat/completions", json={"model": "tuned", "messages": []}).json()
     assert plain["model"] == "tiny" and "lora" not in plain  # the scales it was started with
+    assert plain["cache_prompt"] is False
     listed = serve.client.post("/v1/chat/completions", json={"model": "tuned/other", "messages": []})
     assert listed.status_code == 404 and "'sql', 'chat'" in listed.json()["error"]["message"]
     models = {model["id"]: model for model in serve.client.get("/v1/models").json()["data"]}

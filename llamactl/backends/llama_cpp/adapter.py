@@ -85,13 +85,20 @@ class LlamaCppBackend(Backend):
         # Each adapter file by its name without .gguf, in llama-server's order (its adapter ids).
         return [_adapter_name(path) for path, _ in _adapters(options)]
 
-    def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
+    def adapter_request(self, options: BackendOptions, adapter: str | None) -> AdapterRequest:
         # llama-server serves one model; a request picks its adapters with per-request scales,
         # and those it leaves out run at 0 for that request.
         adapters = _adapters(options)
+        if not adapters:
+            return AdapterRequest()
+        # b10434 reuses a slot's cached prompt whatever scales computed it, so the base asked after an
+        # adapter (or the reverse) would answer from the other's KV: no request reuses another's.
+        uncached: dict[str, Any] = {"cache_prompt": False}
+        if adapter is None:
+            return AdapterRequest(members=uncached)
         index = [_adapter_name(path) for path, _ in adapters].index(adapter)
         scale = adapters[index][1] or 1.0  # loaded at 0 (--lora-scaled FILE:0): applied when asked for
-        return AdapterRequest(members={"lora": [{"id": index, "scale": scale}]})
+        return AdapterRequest(members={"lora": [{"id": index, "scale": scale}], **uncached})
 
     def adapter_paths(self, options: BackendOptions) -> list[str]:
         return [path for path, _ in _adapters(options)]

@@ -59,7 +59,7 @@ class MlxLmBackend(Backend):
             options, adapter_path=moved.get(options.adapter_path, options.adapter_path)
         )
 
-    def adapter_request(self, options: BackendOptions, adapter: str) -> AdapterRequest:
+    def adapter_request(self, options: BackendOptions, adapter: str | None) -> AdapterRequest:
         # Its one adapter is always applied: the request names the model, never the adapter, since any
         # name but default_model makes mlx_lm.server load that name from the hub.
         return AdapterRequest()
