@@ -124,6 +124,15 @@ class Backend(ABC):
         """A command line with the values of this backend's secret flags (``--api-key``) as ``mask``."""
         return redact_arguments(self.spec, arguments, mask)
 
+    def version_command(self, command: Sequence[str]) -> list[str]:
+        """The configured ``command`` asking for its version: without the words that start the server
+        (``vllm serve``), whose own parser refuses ``--version``."""
+        words = list(command)
+        own = list(self.default_args)
+        if own and words[-len(own) :] == own:
+            words = words[: -len(own)]
+        return [*words, "--version"]
+
     def knows_flag(self, token: str) -> bool:
         spelling = token.partition("=")[0]
         return spelling in self.spec.by_spelling or spelling.replace("_", "-") in self.spec.by_spelling

@@ -151,17 +151,20 @@ class ManagementApi:
         return json_response(parse_command(backend.config_key, body.command))
 
     async def backend_version(self, request: Request) -> Response:
-        return await self._run_backend(_backend(request), "--version")
+        backend = _backend(request)
+        return await self._run_backend(
+            backend, backend.version_command(self.backend_commands[backend.config_key])
+        )
 
     async def backend_options(self, request: Request) -> Response:
         """Every option of the backend's pinned version: its key, flags, kind and help."""
         return json_response(_backend(request).spec)
 
     async def backend_help(self, request: Request) -> Response:
-        return await self._run_backend(_backend(request), "--help")
+        backend = _backend(request)
+        return await self._run_backend(backend, [*self.backend_commands[backend.config_key], "--help"])
 
-    async def _run_backend(self, backend: Backend, flag: str) -> Response:
-        command = [*self.backend_commands[backend.config_key], flag]
+    async def _run_backend(self, backend: Backend, command: list[str]) -> Response:
         try:
             process = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT

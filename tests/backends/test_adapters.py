@@ -169,3 +169,18 @@ def test_adapter_paths_are_listed_and_moved_in_whichever_form_the_options_name_t
     moved |= {"/loras/chat": "/new/chat", "/a": "/new/a", "/adapters/sql": "/new/sql"}
     assert chosen.with_adapter_paths(typed, moved) == chosen.options_from_json({**options, **moved_options})
     assert chosen.adapter_names(chosen.with_adapter_paths(typed, moved)) == chosen.adapter_names(typed)
+
+
+@pytest.mark.parametrize(
+    ("backend", "command", "asked"),
+    [
+        # `vllm serve --version` is refused by serve's parser: "unrecognized arguments: --version".
+        ("vllm", ["/venv/bin/vllm", "serve"], ["/venv/bin/vllm", "--version"]),
+        ("llama-cpp", ["python", "standin.py"], ["python", "standin.py", "--version"]),
+        ("mlx", ["mlx_lm.server"], ["mlx_lm.server", "--version"]),
+    ],
+)
+def test_a_backends_version_is_asked_of_its_command_without_the_servers_subcommand(
+    backend: str, command: list[str], asked: list[str]
+) -> None:
+    assert get_backend(backend).version_command(command) == asked
