@@ -176,7 +176,7 @@ def staged_gguf_model(model_dir: Path, cache_dir: Path, quantization: str = "F16
     quantized = converted.with_name(f"{key}-{quantization}.gguf")
     if quantized.is_file():
         return quantized
-    # No file to read back: llama-quantize writes the path it is given, type as its third argument.
+    # `llama-quantize IN OUT TYPE`, OUT being the partial file the rename then puts in place whole.
     return _run_to_file(
         QUANTIZE_EXECUTABLE,
         lambda partial: [quantize, str(converted), str(partial), quantization],
