@@ -138,6 +138,8 @@ def test_an_exported_llama_server_serves_the_adapter_by_itself_as_the_instance_d
     with _run_alone(script, tmp_path / "home", port) as log:
         client = _smoke(port, log, READY_DEADLINE)
         assert _chat(client, {"model": "tuned"})  # the smoke check's chat
-        # As llamactl sends a request for tuned/my-lora: the adapter, id 0, at scale 1.
-        assert _chat(client, {"model": "tuned", "lora": [{"id": 0, "scale": 1.0}]}) == adapted
-        assert _chat(client, {"model": "tuned"}) == base  # loaded at scale 0, as the instance was
+        # As llamactl sends a request for tuned/my-lora: the adapter, id 0, at scale 1, and (as for every
+        # request to an instance with adapters) no prompt cached under other scales, which b10434 reuses.
+        uncached = {"model": "tuned", "cache_prompt": False}
+        assert _chat(client, {**uncached, "lora": [{"id": 0, "scale": 1.0}]}) == adapted
+        assert _chat(client, uncached) == base  # loaded at scale 0, as the instance was
