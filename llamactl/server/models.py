@@ -120,15 +120,16 @@ def backend_model(info: InstanceInfo, sub_model: str) -> str | None:
 def adapter_members(info: InstanceInfo, sub_model: str) -> dict[str, Any]:
     """Members a request for the adapter ``sub_model``, or for the base model (``""``), sets in its body
     (llama-server's ``lora`` and ``cache_prompt``)."""
-    if not sub_model:
-        backend = get_backend(info.options.backend_type)
-        return backend.adapter_request(info.options.backend_options, None).members
     adapter = _adapter_request(info, sub_model)
     return adapter.members if adapter is not None else {}
 
 
 def _adapter_request(info: InstanceInfo, sub_model: str) -> AdapterRequest | None:
+    """How a request for ``sub_model`` (``""``: the base model) is sent; None for a declared sub-model
+    that is no adapter."""
     backend = get_backend(info.options.backend_type)
+    if not sub_model:
+        return backend.adapter_request(info.options.backend_options, None)
     if sub_model not in backend.adapter_names(info.options.backend_options):
         return None
     return backend.adapter_request(info.options.backend_options, sub_model)
